@@ -1,0 +1,271 @@
+"""speakerid.vad against the reference silero_vad (utils_vad.py from the pinned wheel)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from speakerid.audio import iter_blocks, load
+from speakerid.config import AudioOptions, VadOptions
+from speakerid.errors import (
+    InvalidAudioError,
+    ModelError,
+    NoSpeechError,
+    TooShortError,
+)
+from speakerid.vad import WINDOW, SileroVad, _Segmenter, require_min_speech
+
+CLIPS = ["103-1240-0000.flac", "1034-121119-0000.flac", "1040-133433-0000.flac", "1069-133699-0000.flac"]
+OPTION_SETS = [
+    VadOptions(),
+    VadOptions(threshold=0.6, min_segment_ms=100, min_silence_ms=300, speech_pad_ms=60),
+    VadOptions(threshold=0.3, min_segment_ms=0, min_silence_ms=0, speech_pad_ms=200),
+]
+
+
+@pytest.fixture(scope="session")
+def vad_onnx() -> Path:
+    from speakerid.models.store import vad_onnx_path
+
+    return vad_onnx_path()
+
+
+@pytest.fixture(scope="module")
+def vad(vad_onnx: Path) -> SileroVad:
+    return SileroVad(vad_onnx, VadOptions(), threads=1)
+
+
+@pytest.fixture(scope="module")
+def ref(upstream: Path) -> ModuleType:
+    """silero_vad/utils_vad.py loaded alone (the package __init__ sets torch threads)."""
+    spec = importlib.util.spec_from_file_location(
+        "_ref_silero_utils_vad", upstream / "silero_vad" / "utils_vad.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def ref_model(ref: ModuleType, vad_onnx: Path):
+    return ref.OnnxWrapper(str(vad_onnx), force_onnx_cpu=True)
+
+
+@pytest.fixture(scope="module")
+def clips(librispeech: Path) -> dict[str, np.ndarray]:
+    return {name: load(librispeech / name) for name in CLIPS}
+
+
+def with_options(vad: SileroVad, opts: VadOptions) -> SileroVad:
+    v = object.__new__(SileroVad)
+    v._session, v.opts = vad._session, opts
+    return v
+
+
+def ref_segments(ref: ModuleType, model, x: np.ndarray, o: VadOptions) -> list[tuple[int, int]]:
+    import torch
+
+    out = ref.get_speech_timestamps(
+        torch.from_numpy(x),
+        model,
+        threshold=o.threshold,
+        sampling_rate=16000,
+        min_speech_duration_ms=o.min_segment_ms,
+        min_silence_duration_ms=o.min_silence_ms,
+        speech_pad_ms=o.speech_pad_ms,
+    )
+    return [(d["start"], d["end"]) for d in out]
+
+
+def splice_silence(x: np.ndarray, seconds: float) -> tuple[np.ndarray, int]:
+    at = len(x) // 2
+    return np.concatenate([x[:at], np.zeros(int(seconds * 16000), np.float32), x[at:]]), at
+
+
+# --- parity with the reference ---------------------------------------------------------
+
+
+def test_probabilities_match_reference(vad, ref_model, clips) -> None:
+    import torch
+
+    worst = 0.0
+    for x in [*clips.values(), next(iter(clips.values()))[:12345]]:
+        mine = vad.probabilities(x)
+        theirs = ref_model.audio_forward(torch.from_numpy(x), 16000).numpy()[0]
+        assert mine.shape == theirs.shape == (-(-len(x) // WINDOW),)
+        worst = max(worst, float(np.abs(mine - theirs).max()))
+    assert worst < 1e-4
+
+
+def test_segments_match_reference(vad, ref, ref_model, clips) -> None:
+    compared = 0
+    for opts in OPTION_SETS:
+        v = with_options(vad, opts)
+        for x in clips.values():
+            for y in (x, splice_silence(x, 1.0)[0]):
+                theirs = ref_segments(ref, ref_model, y, opts)
+                assert v.segments(y) == theirs
+                compared += len(theirs)
+    assert compared > 20
+
+
+def test_segmenter_matches_reference_state_machine(ref) -> None:
+    """Random probabilities, options and block cuts vs get_speech_timestamps_from_probs."""
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        opts = VadOptions(
+            threshold=float(rng.choice([0.12, 0.3, 0.5, 0.7])),
+            min_segment_ms=float(rng.choice([0, 50, 250, 700])),
+            min_silence_ms=float(rng.choice([0, 30, 100, 500])),
+            speech_pad_ms=float(rng.choice([0, 30, 30.03, 100, 400])),
+        )
+        n = int(rng.integers(1, 250))
+        state, probs = bool(rng.random() < 0.5), np.empty(n, np.float32)
+        for i in range(n):
+            state ^= bool(rng.random() < 0.15)
+            probs[i] = rng.uniform(0.4, 1.0) if state else rng.uniform(0.0, 0.6)
+        n_samples = (n - 1) * WINDOW + int(rng.integers(1, WINDOW + 1))
+        theirs = ref.get_speech_timestamps_from_probs(
+            probs.tolist(),
+            threshold=opts.threshold,
+            min_speech_duration_ms=opts.min_segment_ms,
+            min_silence_duration_ms=opts.min_silence_ms,
+            speech_pad_ms=opts.speech_pad_ms,
+            audio_length_samples=n_samples,
+        )
+        seg, mine, prev = _Segmenter(opts), [], 0
+        for cut in sorted(set(rng.integers(0, n, 4).tolist())):
+            seg.feed(probs[prev:cut])
+            seg.settle()
+            mine += seg.pop()
+            prev = cut
+        seg.feed(probs[prev:])
+        seg.finish(n_samples)
+        mine += seg.pop()
+        assert mine == [(d["start"], d["end"]) for d in theirs], opts
+
+
+# --- behaviour on real speech -------------------------------------------------------------
+
+
+def test_speech_covers_most_of_a_clip(vad, clips) -> None:
+    kept = total = 0
+    for x in clips.values():
+        speech = vad.keep_speech(x)
+        assert 0.45 * len(x) < len(speech) <= len(x)  # read speech, some long pauses
+        kept, total = kept + len(speech), total + len(x)
+        segs = vad.segments(x)
+        assert segs[0][0] < 16000 and segs[-1][1] > len(x) - 16000
+        assert all(0 <= a < b <= len(x) for a, b in segs)
+        assert all(b1 <= a2 for (_, b1), (a2, _) in zip(segs, segs[1:], strict=False))
+    assert kept > 0.7 * total
+
+
+def test_silence_raises_no_speech(vad) -> None:
+    rng = np.random.default_rng(0)
+    for x in (np.zeros(48000, np.float32), (1e-3 * rng.standard_normal(48000)).astype(np.float32)):
+        with pytest.raises(NoSpeechError) as exc:
+            vad.keep_speech(x)
+        assert not isinstance(exc.value, TooShortError)
+        assert vad.segments(x) == []
+
+
+def test_tiny_clip(vad, clips) -> None:
+    x = clips[CLIPS[0]]
+    for y in (x[16000:17600], x[:10], np.zeros(0, np.float32)):
+        with pytest.raises(NoSpeechError):  # TooShortError is a NoSpeechError
+            vad.keep_speech(y)
+
+
+def test_too_short_speech(vad, clips) -> None:
+    x = clips[CLIPS[0]]
+    v = with_options(vad, VadOptions(min_speech_ms=1000.0 * len(x) / 16000 + 1))
+    with pytest.raises(TooShortError, match="ms of speech"):
+        v.keep_speech(x)
+
+
+def test_inserted_silence_is_removed(vad, clips) -> None:
+    for x in clips.values():
+        y, at = splice_silence(x, 2.0)
+        speech = vad.keep_speech(y)
+        assert len(speech) < len(y) - 1.9 * 16000
+        gap = (at + 4000, at + 2 * 16000 - 4000)  # the silence, less pad and model lag
+        assert all(b <= gap[0] or a >= gap[1] for a, b in vad.segments(y))
+
+
+# --- streaming -------------------------------------------------------------------------
+
+
+def test_stream_equals_whole(vad, clips) -> None:
+    rng = np.random.default_rng(3)
+    for opts in OPTION_SETS:
+        v = with_options(vad, opts)
+        for x in clips.values():
+            y = np.concatenate([x, np.zeros(20000, np.float32), x[: len(x) // 3]])
+            blocks = np.split(y, np.sort(rng.integers(0, len(y), 9)))
+            st = v.stream()
+            segs = [s for b in blocks for s in st.push(b)] + st.finish()
+            assert segs == v.segments(y)
+            pieces = list(v.speech_stream(blocks))
+            assert len(pieces) > 1
+            np.testing.assert_array_equal(np.concatenate(pieces), v.keep_speech(y))
+
+
+def test_speech_stream_from_file_blocks(vad, librispeech, tmp_path) -> None:
+    opts = AudioOptions(block_s=1.3)
+    x = load(librispeech / CLIPS[1], opts)
+    pieces = list(vad.speech_stream(iter_blocks(librispeech / CLIPS[1], opts)))
+    np.testing.assert_array_equal(np.concatenate(pieces), vad.keep_speech(x))
+    with pytest.raises(NoSpeechError):
+        list(vad.speech_stream([np.zeros(8000, np.float32)] * 6))
+
+
+def test_speech_stream_keeps_up(vad, clips) -> None:
+    """Speech comes out while the input streams, at most ~1 s behind (bounded buffer)."""
+    x = np.concatenate(list(clips.values()) * 2)
+    segs = vad.segments(x)
+    out = checks = 0
+
+    def speech_before(n: int) -> int:
+        return sum(max(0, min(b, n) - a) for a, b in segs)
+
+    def feed():
+        nonlocal checks
+        fed = 0
+        for b in np.array_split(x, len(x) // 8000):
+            assert out >= speech_before(fed - 16000)
+            checks += 1
+            fed += len(b)
+            yield b
+
+    for piece in vad.speech_stream(feed()):
+        out += len(piece)
+    assert out == speech_before(len(x)) and checks > 100
+
+
+# --- misc -------------------------------------------------------------------------------
+
+
+def test_require_min_speech() -> None:
+    opts = VadOptions(min_speech_ms=500)
+    require_min_speech(8000, 16000, opts)
+    with pytest.raises(TooShortError, match="500"):
+        require_min_speech(7999, 16000, opts)
+    with pytest.raises(NoSpeechError):
+        require_min_speech(0, 16000, opts)
+
+
+def test_bad_input(vad, tmp_path) -> None:
+    with pytest.raises(InvalidAudioError):
+        vad.probabilities(np.zeros((2, 512), np.float32))
+    with pytest.raises(InvalidAudioError):
+        vad.stream().push(np.zeros((512, 2), np.float32))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="bad.onnx"):
+        SileroVad(bad)
+    assert vad.probabilities(np.zeros(0, np.float32)).shape == (0,)
