@@ -15,6 +15,10 @@ class ConfigError(SpeakeridError, ValueError):
     """An option or configuration file is invalid (unknown key, bad value)."""
 
 
+class CorpusError(ConfigError):
+    """A speakers folder or manifest cannot be indexed (empty, no speaker folders, bad columns)."""
+
+
 # --- audio -----------------------------------------------------------------
 
 
