@@ -78,7 +78,7 @@ class _LazyTensor:
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_rest):
-    if not isinstance(storage, _Storage):
+    if not isinstance(storage, _Storage) or not isinstance(size, tuple) or not isinstance(stride, tuple):
         raise CheckpointError("tensor rebuilt from something that is not a storage")
     return _LazyTensor(storage, int(storage_offset), size, stride)
 
@@ -147,7 +147,12 @@ def _load_zip(path: Path) -> Any:
             raise CheckpointError(f"{path.name}: no single data.pkl in the archive")
         root = pkl[0][: -len("data.pkl")]
         storages: dict[str, _Storage] = {}
-        obj = _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), storages).load()
+        try:
+            obj = _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), storages).load()
+        except CheckpointError:
+            raise
+        except Exception as exc:  # malformed pickle: any unpickling failure is a bad checkpoint
+            raise CheckpointError(f"{path.name}: unreadable torch checkpoint: {exc}") from None
         for key, st in storages.items():
             try:
                 raw = zf.read(f"{root}data/{key}")
@@ -168,7 +173,9 @@ def _load_legacy(path: Path) -> Any:
             _RestrictedUnpickler(f, storages).load()  # sys info
             obj = _RestrictedUnpickler(f, storages).load()
             keys = _RestrictedUnpickler(f, storages).load()
-        except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+        except CheckpointError:
+            raise
+        except Exception as exc:  # malformed pickle: any unpickling failure is a bad checkpoint
             raise CheckpointError(f"{path.name}: unreadable torch checkpoint: {exc}") from None
         for key in keys:
             st = storages.get(str(key))
@@ -190,9 +197,12 @@ def load_checkpoint(path: str | Path) -> Any:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
-    if zipfile.is_zipfile(p):
-        return _load_zip(p)
-    return _load_legacy(p)
+    try:
+        return _load_zip(p) if zipfile.is_zipfile(p) else _load_legacy(p)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # bad sizes, strides or archive members: a malformed checkpoint
+        raise CheckpointError(f"{p.name}: malformed torch checkpoint: {exc}") from None
 
 
 def state_dict(path: str | Path, key: str | None = None) -> dict[str, np.ndarray]:
