@@ -2,7 +2,11 @@
 
 The model is stateful: it runs window by window (512 samples at 16 kHz, each preceded by
 the previous window's last 64 samples) carrying an LSTM state of shape (2, 1, 128), as
-silero_vad's ``OnnxWrapper`` does. Segments reproduce silero_vad's
+silero_vad's ``OnnxWrapper`` does with ``silero_vad.onnx``. :class:`SileroVad` also takes the
+same wheel's ``silero_vad_16k_sequence.onnx``, the same network taking many windows (with their
+contexts) per call and its state as (h, c): it gives bit-identical probabilities and states in
+one call per block instead of one per window (~2x faster; see benchmarks/bench_embed.py).
+Which of the two a file holds is read from its inputs. Segments reproduce silero_vad's
 ``get_speech_timestamps`` (``max_speech_duration_s=inf``) with
 
 =========================  ===============================
@@ -43,6 +47,11 @@ SAMPLE_RATE_HZ = 16000
 #: Samples per model window (32 ms); one probability per window.
 WINDOW = 512
 _CONTEXT = 64
+_HIDDEN = 128
+#: Windows per call of the sequence model: its input stays ~1.2 MB (16 s of audio).
+_SEQUENCE_BATCH = 512
+_STATEFUL_INPUTS = frozenset({"input", "state", "sr"})
+_SEQUENCE_INPUTS = frozenset({"input", "h", "c"})
 #: The options used when none are given.
 DEFAULT_OPTIONS = VadOptions()
 
@@ -74,7 +83,7 @@ def _as_samples(samples: np.ndarray) -> np.ndarray:
     return x
 
 
-class _Runner:
+class _StatefulRunner:
     """One model state: runs consecutive full windows, carrying state and context."""
 
     __slots__ = ("_run", "_x", "_feeds")
@@ -99,6 +108,47 @@ class _Runner:
             prob, feeds["state"] = run(None, feeds)
             out[i] = prob[0, 0]
         return out
+
+
+class _SequenceRunner:
+    """As :class:`_StatefulRunner` on the sequence model: all windows of a call at once."""
+
+    __slots__ = ("_run", "_context", "_h", "_c")
+
+    def __init__(self, session: Any) -> None:
+        self._run = session.run
+        self._context = np.zeros(_CONTEXT, dtype=np.float32)
+        self._h = np.zeros((1, 1, _HIDDEN), dtype=np.float32)
+        self._c = np.zeros((1, 1, _HIDDEN), dtype=np.float32)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """Probabilities of ``frames`` shaped (n, WINDOW)."""
+        out = np.empty(len(frames), dtype=np.float32)
+        for start in range(0, len(frames), _SEQUENCE_BATCH):
+            block = frames[start : start + _SEQUENCE_BATCH]
+            x = np.empty((len(block), _CONTEXT + WINDOW), dtype=np.float32)
+            x[:, _CONTEXT:] = block
+            x[0, :_CONTEXT] = self._context  # each window is preceded by its predecessor's tail
+            x[1:, :_CONTEXT] = block[:-1, -_CONTEXT:]
+            self._context = block[-1, -_CONTEXT:].copy()
+            probs, self._h, self._c = self._run(
+                ["speech_probs", "hn", "cn"], {"input": x, "h": self._h, "c": self._c}
+            )
+            out[start : start + len(block)] = probs
+        return out
+
+
+def _check_model(session: Any, path: str) -> None:
+    inputs = frozenset(i.name for i in session.get_inputs())
+    if inputs != _STATEFUL_INPUTS and inputs != _SEQUENCE_INPUTS:
+        raise ModelError(f"{path} is not a Silero VAD v5/v6 model (its inputs are {sorted(inputs)})")
+
+
+def _runner(session: Any) -> _StatefulRunner | _SequenceRunner:
+    """A fresh model state on ``session``, for whichever of the two models it holds."""
+    if frozenset(i.name for i in session.get_inputs()) == _SEQUENCE_INPUTS:
+        return _SequenceRunner(session)
+    return _StatefulRunner(session)
 
 
 class _Segmenter:
@@ -209,7 +259,7 @@ class VadStream:
     """Incremental VAD over consecutive 16 kHz blocks of any length (see module doc)."""
 
     def __init__(self, session: Any, opts: VadOptions) -> None:
-        self._runner = _Runner(session)
+        self._runner = _runner(session)
         self._seg = _Segmenter(opts)
         self._rest = np.zeros(0, dtype=np.float32)
         #: Samples pushed so far.
@@ -246,7 +296,10 @@ class VadStream:
 class SileroVad:
     """Silero VAD on one ONNX Runtime session; thread-safe, one model state per call.
 
-    ``threads`` sets ONNX Runtime's intra-op threads (None: 1, the fastest for this model).
+    ``onnx_path`` is ``silero_vad.onnx`` (one window per call, as silero_vad's reference) or
+    ``silero_vad_16k_sequence.onnx`` (many windows per call, same results, faster); see
+    :func:`speakerid.models.store.vad_sequence_onnx_path`. ``threads`` sets ONNX Runtime's
+    intra-op threads (None: 1).
     """
 
     def __init__(
@@ -258,7 +311,7 @@ class SileroVad:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        # The model runs one 32 ms window per call: more threads only add overhead
+        # The stateful model runs one 32 ms window per call: more threads only add overhead
         # (2 threads measured 2.5x slower), so None means 1 here, not "all cores".
         so.intra_op_num_threads = 1 if threads is None else int(threads)
         so.inter_op_num_threads = 1
@@ -269,6 +322,7 @@ class SileroVad:
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"cannot load the VAD model {onnx_path}: {exc}") from None
+        _check_model(self._session, str(onnx_path))
         self.opts = opts
 
     def stream(self) -> VadStream:
@@ -278,7 +332,7 @@ class SileroVad:
     def probabilities(self, samples16k: np.ndarray) -> np.ndarray:
         """Speech probability of each 512-sample window (the last one zero-padded)."""
         x = _as_samples(samples16k)
-        run, k = _Runner(self._session), x.size // WINDOW
+        run, k = _runner(self._session), x.size // WINDOW
         probs = run(x[: k * WINDOW].reshape(k, WINDOW))
         if x.size > k * WINDOW:
             last = np.zeros((1, WINDOW), dtype=np.float32)

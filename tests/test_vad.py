@@ -34,9 +34,18 @@ def vad_onnx() -> Path:
     return vad_onnx_path()
 
 
-@pytest.fixture(scope="module")
-def vad(vad_onnx: Path) -> SileroVad:
-    return SileroVad(vad_onnx, VadOptions(), threads=1)
+@pytest.fixture(scope="session")
+def vad_sequence_onnx() -> Path:
+    from speakerid.models.store import vad_sequence_onnx_path
+
+    return vad_sequence_onnx_path()
+
+
+@pytest.fixture(scope="module", params=["stateful", "sequence"])
+def vad(request, vad_onnx: Path, vad_sequence_onnx: Path) -> SileroVad:
+    """Every test runs on both models: silero_vad.onnx and silero_vad_16k_sequence.onnx."""
+    path = vad_onnx if request.param == "stateful" else vad_sequence_onnx
+    return SileroVad(path, VadOptions(), threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +156,36 @@ def test_segmenter_matches_reference_state_machine(ref) -> None:
         seg.finish(n_samples)
         mine += seg.pop()
         assert mine == [(d["start"], d["end"]) for d in theirs], opts
+
+
+def test_sequence_model_is_bit_identical(vad_onnx, vad_sequence_onnx, clips) -> None:
+    """Same probabilities, to the bit, however the input is cut into pushes and batches."""
+    from speakerid import vad as vad_mod
+
+    one, many = SileroVad(vad_onnx), SileroVad(vad_sequence_onnx)
+    long = np.concatenate(list(clips.values()))
+    assert len(long) > 2 * vad_mod._SEQUENCE_BATCH * WINDOW  # several sequence batches
+    for x in [*clips.values(), long, long[:1000], long[:WINDOW]]:
+        np.testing.assert_array_equal(many.probabilities(x), one.probabilities(x))
+    rng = np.random.default_rng(11)
+    cuts = np.sort(rng.integers(0, len(long), 25))
+    for v in (one, many):
+        st = v.stream()
+        segs = [s for b in np.split(long, cuts) for s in st.push(b)] + st.finish()
+        assert segs == one.segments(long)
+
+
+def test_rejects_other_models(tmp_path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "identity.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    with pytest.raises(ModelError, match="not a Silero VAD"):
+        SileroVad(path)
 
 
 # --- behaviour on real speech -------------------------------------------------------------
