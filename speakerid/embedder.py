@@ -25,6 +25,7 @@ from .errors import ConfigError, ModelMismatchError, NoSpeechError, SpeakeridErr
 from .models import store
 from .models.registry import DEFAULT_MODEL
 from .models.spec import ONNX_FILE, ModelSpec
+from .vad import SAMPLE_RATE_HZ as VAD_RATE_HZ
 from .vad import SileroVad, require_min_speech
 
 Source = str | os.PathLike | np.ndarray
@@ -44,6 +45,26 @@ class Embedding:
     duration_s: float
     speech_s: float
     source: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A clip made ready for the encoder by :meth:`Embedder.prepare` (no model run yet).
+
+    ``features`` holds one model input per speech window (Kaldi fbank ``(frames, bins)``, or
+    partials ``(n, frames, bins)``) and ``weights`` the speech samples of each window.
+    """
+
+    source: str
+    model: str
+    duration_s: float
+    speech_s: float
+    features: tuple[np.ndarray, ...]
+    weights: tuple[float, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.nbytes for f in self.features)
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -72,10 +93,10 @@ class _FrontEnd:
         kind = spec.frontend
         if kind == "kaldi_fbank":
             self.opts = from_mapping(F.FbankOptions, spec.frontend_options, "kaldi_fbank options")
-            self.window = self._fbank_window
+            self.features = self._fbank_features
         elif kind == "ge2e_mel":
             self.opts = from_mapping(F.Ge2eMelOptions, spec.frontend_options, "ge2e_mel options")
-            self.window = self._ge2e_window
+            self.features = self._ge2e_features
         elif kind == "autospeech":
             self.opts = from_mapping(F.AutoSpeechOptions, spec.frontend_options, "autospeech options")
             try:
@@ -83,32 +104,54 @@ class _FrontEnd:
                 self.std = np.load(model_dir / spec.files["std"]).astype(np.float32)
             except (KeyError, OSError, ValueError) as exc:
                 raise ConfigError(f"model {spec.name}: cannot read its mean/std files: {exc}") from None
-            self.window = self._autospeech_window
+            self.features = self._autospeech_features
         else:
             raise ConfigError(f"model {spec.name}: unknown front end {kind!r}")
 
-    def _fbank_window(self, speech: np.ndarray) -> np.ndarray:
-        feats = F.kaldi_fbank(speech, self.opts)
-        return self.run(feats[None])[0]
+    # A window is embedded in two steps: features(speech) (no model; thread-safe) then
+    # encode(features) (the model). window() = encode(features()), as it always was.
+    @property
+    def partials(self) -> bool:
+        """Whether the model takes fixed-length partials (batchable across clips)."""
+        return self.spec.frontend != "kaldi_fbank"
+
+    def window(self, speech: np.ndarray) -> np.ndarray:
+        return self.encode(self.features(speech))
+
+    def encode(self, feats: np.ndarray) -> np.ndarray:
+        if not self.partials:
+            return self.run(feats[None])[0]
+        return self.reduce(self._partials(feats))
+
+    def reduce(self, outputs: np.ndarray) -> np.ndarray:
+        """One window's partial outputs -> its (unnormalised) embedding."""
+        # AutoSpeech (ailia sample, VITA-Group validate_verification) and Resemblyzer both
+        # average the network's outputs over the partials.
+        return outputs.mean(axis=0)
 
     def _partials(self, partials: np.ndarray) -> np.ndarray:
         outs = [self.run(partials[i : i + PARTIAL_BATCH]) for i in range(0, len(partials), PARTIAL_BATCH)]
         return np.concatenate(outs, axis=0)
 
-    def _ge2e_window(self, speech: np.ndarray) -> np.ndarray:
-        speech = F.normalize_volume(speech, self.opts.target_dbfs, increase_only=True)
-        return self._partials(F.ge2e_partials(speech, self.opts)).mean(axis=0)
+    def _fbank_features(self, speech: np.ndarray) -> np.ndarray:
+        return F.kaldi_fbank(speech, self.opts)
 
-    def _autospeech_window(self, speech: np.ndarray) -> np.ndarray:
+    def _ge2e_features(self, speech: np.ndarray) -> np.ndarray:
+        speech = F.normalize_volume(speech, self.opts.target_dbfs, increase_only=True)
+        return F.ge2e_partials(speech, self.opts)
+
+    def _autospeech_features(self, speech: np.ndarray) -> np.ndarray:
+        speech = F.normalize_volume(speech, self.opts.target_dbfs, increase_only=True)
         spec = F.autospeech_spectrogram(speech, self.opts)
-        parts = F.autospeech_partials(spec, self.mean, self.std, self.opts)
-        return l2_normalize(self._partials(parts)).mean(axis=0)
+        return F.autospeech_partials(spec, self.mean, self.std, self.opts)
 
 
 class Embedder:
     """Speaker embeddings from a named model (see :func:`speakerid.available_models`).
 
-    Sessions are created once; ``embed`` and ``embed_batch`` may be called from several threads.
+    Sessions are created once; ``embed`` and ``embed_batch`` may be called from several threads,
+    and so may the two halves of ``embed_detailed``: :meth:`prepare` (decode, VAD, front end)
+    and :meth:`encode` (the model; partials of several clips batched).
     """
 
     def __init__(
@@ -129,7 +172,14 @@ class Embedder:
         self._frontend = _FrontEnd(self.spec, model_dir, self._run)
         self._vad: SileroVad | None = None
         if vad.enabled:
-            self._vad = SileroVad(store.vad_onnx_path(progress), vad, threads=1)
+            if self.spec.sample_rate_hz != VAD_RATE_HZ:
+                raise ConfigError(
+                    f"model {self.spec.name} runs at {self.spec.sample_rate_hz} Hz but Silero VAD "
+                    f"needs {VAD_RATE_HZ} Hz; embed with the VAD disabled"
+                )
+            # The sequence form of Silero VAD gives bit-identical probabilities to the
+            # stateful model at about half the cost (benchmarks/results/embed.md).
+            self._vad = SileroVad(store.vad_sequence_onnx_path(progress), vad, threads=1)
 
     # -- properties ---------------------------------------------------------
     @property
@@ -147,6 +197,11 @@ class Embedder:
     @property
     def default_threshold(self) -> float:
         return self.spec.default_threshold
+
+    @property
+    def batches_clips(self) -> bool:
+        """Whether :meth:`encode` runs several clips together (models on fixed-length partials)."""
+        return self._frontend.partials
 
     # -- internals ----------------------------------------------------------
     def _check_io(self) -> None:
@@ -193,15 +248,67 @@ class Embedder:
     # -- public -------------------------------------------------------------
     def embed_detailed(self, source: Source, sample_rate_hz: int | None = None) -> Embedding:
         """Embed one clip (a path, or samples with their rate) and say what it was made from."""
+        sr = self.audio_options.sample_rate_hz
+        name, outs, weights, total, speech = self._per_window(
+            source, sample_rate_hz, lambda win: l2_normalize(self._frontend.window(win))
+        )
+        return self._combine(name, outs, weights, total / sr, speech / sr)
+
+    def prepare(self, source: Source, sample_rate_hz: int | None = None) -> Prepared:
+        """Everything but the encoder: decode, VAD and front end (thread-safe, no model run).
+
+        ``encode([prepare(x)])[0]`` equals ``embed_detailed(x)`` bit for bit; errors are the
+        same and raised here (NoSpeechError, AudioDecodeError...).
+        """
+        sr = self.audio_options.sample_rate_hz
+        name, feats, weights, total, speech = self._per_window(source, sample_rate_hz, self._frontend.features)
+        return Prepared(
+            source=name, model=self.model, duration_s=total / sr, speech_s=speech / sr,
+            features=tuple(feats), weights=tuple(weights),
+        )
+
+    def encode(self, prepared: Sequence[Prepared]) -> list[Embedding]:
+        """Run the encoder on prepared clips.
+
+        Models on fixed-length partials (GE2E, AutoSpeech) run the partials of all the clips
+        together, ``PARTIAL_BATCH`` at a time; a single clip is run exactly as
+        :meth:`embed_detailed` runs it. Kaldi-fbank models (CAM++) take whole variable-length
+        windows, so each window is one run (padding would change the statistics pooling).
+        """
+        for p in prepared:
+            if not isinstance(p, Prepared):
+                raise ConfigError(f"encode takes Prepared clips, got {type(p).__name__}")
+            if p.model != self.model:
+                raise ModelMismatchError(f"{p.source} was prepared for model {p.model}, not {self.model}")
+        fe = self._frontend
+        if fe.partials and len(prepared) > 1:
+            feats = [f for p in prepared for f in p.features]
+            outs = fe._partials(np.concatenate(feats)) if feats else np.zeros((0, self.dim), np.float32)
+            ends = np.cumsum([len(f) for f in feats])[:-1]
+            per_window = iter([fe.reduce(o) for o in np.split(outs, ends)])
+            window_vecs = [[l2_normalize(next(per_window)) for _ in p.features] for p in prepared]
+        else:
+            window_vecs = [[l2_normalize(fe.encode(f)) for f in p.features] for p in prepared]
+        return [
+            self._combine(p.source, vecs, list(p.weights), p.duration_s, p.speech_s)
+            for p, vecs in zip(prepared, window_vecs)
+        ]
+
+    def _per_window(
+        self, source: Source, sample_rate_hz: int | None, fn: Callable[[np.ndarray], np.ndarray]
+    ) -> tuple[str, list[np.ndarray], list[float], int, int]:
+        """``fn`` of each speech window: (name, outputs, weights, samples read, speech samples)."""
         blocks, name = self._blocks(source, sample_rate_hz)
         try:
-            return self._embed_blocks(blocks, name)
+            return (name, *self._windows_of(blocks, name, fn))
         except NoSpeechError as exc:  # say which clip; keep the type (TooShortError...)
             if name in str(exc):
                 raise
             raise type(exc)(f"{name}: {exc}") from None
 
-    def _embed_blocks(self, blocks: Iterator[np.ndarray], name: str) -> Embedding:
+    def _windows_of(
+        self, blocks: Iterator[np.ndarray], name: str, fn: Callable[[np.ndarray], np.ndarray]
+    ) -> tuple[list[np.ndarray], list[float], int, int]:
         total = 0
 
         def counting(it: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -211,25 +318,31 @@ class Embedder:
                 yield b
 
         sr = self.audio_options.sample_rate_hz
-        vecs: list[np.ndarray] = []
+        outs: list[np.ndarray] = []
         weights: list[float] = []
         speech = 0
         for win in self._speech_windows(counting(blocks)):
-            if vecs and len(win) < MIN_TAIL_S * sr:
+            if outs and len(win) < MIN_TAIL_S * sr:
                 speech += len(win)
                 continue
-            vecs.append(l2_normalize(self._frontend.window(win)))
+            outs.append(fn(win))
             weights.append(float(len(win)))
             speech += len(win)
         if self._vad is None:
             require_min_speech(speech, sr, self.vad_options)
-        if not vecs:
+        if not outs:
             raise NoSpeechError(f"{name}: nothing to embed")
+        return outs, weights, total, speech
+
+    def _combine(
+        self, name: str, vecs: list[np.ndarray], weights: list[float], duration_s: float, speech_s: float
+    ) -> Embedding:
+        """Weighted mean of unit window embeddings -> the clip's Embedding."""
         w = np.asarray(weights, dtype=np.float64)[:, None]
         vector = l2_normalize((np.stack(vecs) * w).sum(axis=0) / w.sum())
         if not np.all(np.isfinite(vector)):
             raise SpeakeridError(f"{name}: model {self.model} produced a non-finite embedding")
-        return Embedding(vector=vector, model=self.model, duration_s=total / sr, speech_s=speech / sr, source=name)
+        return Embedding(vector=vector, model=self.model, duration_s=duration_s, speech_s=speech_s, source=name)
 
     def embed(self, source: Source, sample_rate_hz: int | None = None) -> np.ndarray:
         """The float32 L2-normalised embedding of one clip."""

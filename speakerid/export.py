@@ -51,7 +51,7 @@ def write_embeddings(
 
         progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[audio]}"), TimeRemainingColumn(), console=console,
-                            transient=True, disable=len(files) < 2)
+                            transient=True, disable=len(files) < 2 or not console.is_terminal)
     audio_s = 0.0
     failed = 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .embedder import Embedder, Embedding, Source, cosine
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ def verify(
     """Compare two clips with one model; the threshold defaults to the model's calibrated one."""
     if embedder is None:
         embedder = Embedder(model) if model else Embedder()
+    elif model is not None and model != embedder.model:
+        raise ConfigError(f"model={model!r} but the embedder given runs {embedder.model!r}")
     ea, eb = embedder.embed_batch([a, b], workers=2)
     t = embedder.default_threshold if threshold is None else float(threshold)
     return Verification(score=cosine(ea.vector, eb.vector), threshold=t, model=embedder.model, a=ea, b=eb)

@@ -202,7 +202,16 @@ def _complete_options(frontend: str, options: dict) -> dict:
 
 
 def pull(name: str, *, force: bool = False, progress: Progress | None = None) -> ModelSpec:
-    """Make ``name`` ready in the cache (download, verify, convert) and return its spec."""
+    """Make ``name`` ready in the cache (download, verify, convert) and return its spec.
+
+    The VAD that every model runs behind is made ready too, so a pulled model embeds offline.
+    """
+    spec = _pull_model(name, force=force, progress=progress)
+    vad_sequence_onnx_path(progress)
+    return spec
+
+
+def _pull_model(name: str, *, force: bool, progress: Progress | None) -> ModelSpec:
     _check_name(name)
     final = _models_dir() / name
     if name not in BUILTIN:

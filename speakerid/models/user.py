@@ -63,26 +63,31 @@ def _load_vector(path: Path | None, what: str, size: int) -> np.ndarray:
     return arr
 
 
-def _probe_graph(path: Path, input_name: str | None, output_name: str | None, probe: np.ndarray) -> tuple[str, str, int]:
+def _probe_graph(
+    path: Path, input_name: str | None, output_name: str | None, probe: np.ndarray, shown: Path | None = None
+) -> tuple[str, str, int]:
+    """Run ``probe`` through the graph at ``path``; errors name ``shown`` (the user's file)."""
     import onnxruntime as ort
 
+    where = shown or path
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelError(f"{path}: not a loadable ONNX model: {exc}") from None
+        detail = str(exc).replace(str(path), str(where))  # name the user's file, not our copy
+        raise ModelError(f"{where}: not a loadable ONNX model: {detail}") from None
     ins = [i.name for i in sess.get_inputs()]
     outs = [o.name for o in sess.get_outputs()]
     iname = input_name or ins[0]
     oname = output_name or outs[0]
     if iname not in ins or oname not in outs:
-        raise ModelError(f"{path}: graph has inputs {ins} and outputs {outs}; asked for {iname} -> {oname}")
+        raise ModelError(f"{where}: graph has inputs {ins} and outputs {outs}; asked for {iname} -> {oname}")
     try:
         y = sess.run([oname], {iname: probe})[0]
     except Exception as exc:
-        raise ModelError(f"{path}: model does not accept input of shape {probe.shape}: {exc}") from None
+        raise ModelError(f"{where}: model does not accept input of shape {probe.shape}: {exc}") from None
     y = np.asarray(y)
     if y.ndim != 2 or y.shape[0] != probe.shape[0]:
-        raise ModelError(f"{path}: expected an (N, D) embedding output, got shape {y.shape}")
+        raise ModelError(f"{where}: expected an (N, D) embedding output, got shape {y.shape}")
     return iname, oname, int(y.shape[1])
 
 
@@ -122,9 +127,13 @@ def add_model(
             if mean is not None or std is not None:
                 raise ConfigError("--mean/--std belong to the autospeech front end")
             opts = from_mapping(F.FbankOptions, cfg.frontend_options, "fbank options")
-            probe = np.zeros((1, 200, opts.num_mel_bins), np.float32)
+            # run the front end once: options kaldi-native-fbank rejects (window_type...) fail here
+            try:
+                probe = F.kaldi_fbank(np.zeros(opts.sample_rate_hz * 2, np.float32), opts)[None]
+            except Exception as exc:  # kaldi-native-fbank raises RuntimeError/ValueError
+                raise ConfigError(f"fbank options {to_mapping(opts)} are not usable: {exc}") from None
             kind = "kaldi_fbank"
-        iname, oname, dim = _probe_graph(tmp / ONNX_FILE, cfg.input_name, cfg.output_name, probe)
+        iname, oname, dim = _probe_graph(tmp / ONNX_FILE, cfg.input_name, cfg.output_name, probe, onnx_file)
         t = threshold if threshold is not None else cfg.default_threshold
         spec = ModelSpec(
             name=name,
