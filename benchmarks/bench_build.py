@@ -1,0 +1,289 @@
+"""Benchmark `speakerid index build`: files/s and x real time on librispeech-251 (campplus).
+
+    python benchmarks/bench_build.py --workers 1,2,3 --ort-threads 1,2 --repeats 2 \\
+        --out benchmarks/results/build.json
+
+The corpus is librispeech-251 (251 speakers, one FLAC each, 52 min of audio) laid out as
+DIR/<speaker>/<file> with symlinks in a temporary folder. Each configuration builds a fresh
+index with :func:`speakerid.indexer.build_index` (the model loaded once beforehand, so the
+figures are the pipeline's own; one end-to-end run with model loading is reported too).
+
+To say what bounds the throughput, the stages are also timed one after the other on one
+thread (CPU time, which other processes on the machine do not inflate): hashing, decoding,
+VAD, fbank and the CAM++ encoder, in ms per second of audio. The encoder runs on the calling
+thread while ``workers`` threads prepare clips, so the build cannot beat
+1000 / encoder_ms x real time with a 1-thread encoder, nor
+1000 * cores / (sum of all stages) x real time on ``cores`` cores.
+
+The machine may be shared: each run waits (up to ``--wait-idle`` s) for the machine to be
+idle, and the CPU time other processes used during it is measured from /proc/stat and
+reported (``other_cpu_cores``: average cores taken by others; ~0 for a clean run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from speakerid import audio as audio_mod  # noqa: E402
+from speakerid import features as F  # noqa: E402
+from speakerid import indexer  # noqa: E402
+from speakerid.config import EmbedOptions  # noqa: E402
+from speakerid.embedder import Embedder  # noqa: E402
+from speakerid.indexer import BuildStatus, _sha256, build_index  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "librispeech-251"
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine since boot."""
+    with open("/proc/stat") as f:
+        parts = [int(x) for x in f.readline().split()[1:]]
+    idle = parts[3] + parts[4]  # idle + iowait
+    total = sum(parts[:8])
+    return total - idle, total
+
+
+def wait_until_idle(max_wait_s: float, busy_cores: float = 0.15) -> float:
+    """Wait (up to max_wait_s) until other processes use < busy_cores for 2 s; returns that load."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        a = cpu_jiffies()
+        time.sleep(2.0)
+        b = cpu_jiffies()
+        load = (os.cpu_count() or 1) * (b[0] - a[0]) / max(1, b[1] - a[1])
+        if load < busy_cores or time.monotonic() > deadline:
+            return load
+
+
+def own_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Meter:
+    """Wall time, our CPU time and the machine's busy CPU time over a block."""
+
+    def __enter__(self) -> Meter:
+        self.t, self.cpu, self.jiffies = time.perf_counter(), own_cpu_s(), cpu_jiffies()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall_s = time.perf_counter() - self.t
+        self.own_cpu_s = own_cpu_s() - self.cpu
+        busy, total = cpu_jiffies()
+        hz = os.sysconf("SC_CLK_TCK")
+        self.machine_cpu_s = (busy - self.jiffies[0]) / hz
+        self.other_cpu_s = max(0.0, self.machine_cpu_s - self.own_cpu_s)
+
+    def as_dict(self) -> dict:
+        return {
+            "wall_s": round(self.wall_s, 3),
+            "own_cpu_s": round(self.own_cpu_s, 3),
+            "own_cpu_cores": round(self.own_cpu_s / self.wall_s, 2),
+            "other_cpu_cores": round(self.other_cpu_s / self.wall_s, 2),
+        }
+
+
+def make_corpus(root: Path) -> tuple[Path, int, float]:
+    rows = list(csv.DictReader(open(DATA / "speakers.csv", newline="")))
+    for r in rows:
+        d = root / r["speaker"]
+        d.mkdir(parents=True, exist_ok=True)
+        (d / r["file"]).symlink_to((DATA / r["file"]).resolve())
+    return root, len(rows), sum(float(r["duration_s"]) for r in rows)
+
+
+def stage_profile(files: list[Path]) -> dict:
+    """CPU ms per second of audio of each stage, run one after the other on this thread."""
+    emb = Embedder("campplus", embed=EmbedOptions(threads=1))
+    vad = emb._vad
+    opts = emb._frontend.opts
+    out: dict[str, float] = {}
+
+    def timed(name: str, fn, xs):
+        t = time.thread_time()
+        ys = [fn(x) for x in xs]
+        out[name] = time.thread_time() - t
+        return ys
+
+    timed("hash", _sha256, files)
+    wavs = timed("decode", audio_mod.load, files)
+    speech = timed("vad", vad.keep_speech, wavs)
+    feats = timed("fbank", lambda s: F.kaldi_fbank(s, opts), speech)
+    timed("encoder", lambda f: emb._run(f[None]), feats)
+    audio_s = sum(len(w) for w in wavs) / 16000
+    ms = {k: round(1000 * v / audio_s, 3) for k, v in out.items()}
+    prep = sum(v for k, v in ms.items() if k != "encoder")
+    return {
+        "files": len(files),
+        "audio_s": round(audio_s, 1),
+        "cpu_ms_per_audio_s": ms,
+        "prepare_ms_per_audio_s": round(prep, 3),
+        "total_ms_per_audio_s": round(prep + ms["encoder"], 3),
+        "bound_encoder_thread_x": round(1000 / ms["encoder"], 1),
+        "bound_2_cores_x": round(2000 / (prep + ms["encoder"]), 1),
+    }
+
+
+def one_build(corpus: Path, work: Path, embedder: Embedder | None, workers: int) -> dict:
+    ix = work / "ix"
+    shutil.rmtree(ix, ignore_errors=True)
+    last: list[BuildStatus] = []
+    with Meter() as m:
+        rep = build_index(corpus, ix, embedder=embedder, workers=workers, progress=lambda s: last.append(s),
+                          checkpoint_every_s=30.0)
+    with Meter() as again:
+        rerun = build_index(corpus, ix, embedder=embedder, workers=workers)
+    done = last[-1]
+    return {
+        **m.as_dict(),
+        "files_embedded": rep.files_embedded,
+        "files_failed": rep.files_failed,
+        "audio_s": round(rep.audio_s, 1),
+        "files_per_s": round(rep.files_embedded / rep.elapsed_s, 2),
+        "x_real_time": round(rep.real_time_factor, 1),
+        "pipeline_s": round(done.elapsed_s, 3),
+        "pipeline_x_real_time": round(done.real_time_factor, 1),
+        "noop_rerun_s": round(again.wall_s, 3),
+        "noop_rerun_skipped": rerun.files_skipped_known,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", default="1,2,3", help="Comma-separated prepare thread counts.")
+    ap.add_argument("--ort-threads", default="1", help="Comma-separated encoder intra-op thread counts.")
+    ap.add_argument("--encoder", default="main,workers",
+                    help="Where CAM++ runs: main (one thread, fed by the workers), workers (each worker "
+                         "encodes its own clips), auto (the library's default).")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--wait-idle", type=float, default=120.0,
+                    help="Before each run, wait up to this many seconds for the machine to be idle.")
+    ap.add_argument("--profile-files", type=int, default=80, help="Files timed stage by stage.")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/build.json"))
+    args = ap.parse_args()
+    workers = [int(w) for w in args.workers.split(",")]
+    ort_threads = [int(t) for t in args.ort_threads.split(",")]
+    encoders = args.encoder.split(",")
+
+    with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
+        work = Path(tmp)
+        corpus, n_files, audio_s = make_corpus(work / "corpus")
+        files = sorted(p for p in corpus.rglob("*.flac"))
+        print(f"corpus: {n_files} files, {audio_s / 60:.1f} min of audio", file=sys.stderr)
+        profile = stage_profile(files[: args.profile_files])
+        print(f"stages (CPU ms per audio s): {profile['cpu_ms_per_audio_s']}", file=sys.stderr)
+        runs = []
+        configs = [(t, enc, w) for t in ort_threads for enc in encoders for w in workers]
+        embedders = {t: Embedder("campplus", embed=EmbedOptions(threads=t)) for t in ort_threads}
+        one_build(corpus, work, embedders[ort_threads[0]], 1)  # warm-up (page cache, ORT arenas)
+        results: dict[tuple, list[dict]] = {c: [] for c in configs}
+        for _ in range(args.repeats):  # interleaved, so a busy spell of the machine hits all configs
+            for t, enc, w in configs:
+                wait_until_idle(args.wait_idle)
+                indexer.ENCODE_IN_WORKERS = {"auto": None, "main": False, "workers": True}[enc]
+                results[(t, enc, w)].append(one_build(corpus, work, embedders[t], w))
+        indexer.ENCODE_IN_WORKERS = None
+        for (t, enc, w), reps in results.items():
+            best = max(reps, key=lambda r: r["x_real_time"])
+            runs.append({"ort_threads": t, "encoder": enc, "workers": w, "best": best,
+                         "median_x_real_time": statistics.median(r["x_real_time"] for r in reps), "runs": reps})
+            print(f"encoder threads {t} in {enc}, workers {w}: best {best['x_real_time']}x real time, "
+                  f"{best['files_per_s']} files/s, our CPU {best['own_cpu_cores']} cores, "
+                  f"others {best['other_cpu_cores']} cores", file=sys.stderr)
+        # end to end, as `speakerid index build` does it: model loading included
+        wait_until_idle(args.wait_idle)
+        end_to_end = one_build(corpus, work, None, None)  # the defaults: workers = all cores
+        print(f"end to end (defaults, model load included): {end_to_end['x_real_time']}x", file=sys.stderr)
+
+    best = max(runs, key=lambda r: r["best"]["x_real_time"])
+    best_summary = {k: best[k] for k in ("ort_threads", "encoder", "workers")}
+    result = {
+        "benchmark": "index build, librispeech-251, campplus",
+        "command": "python " + " ".join([sys.argv[0], *sys.argv[1:]]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "corpus": {"files": n_files, "audio_s": round(audio_s, 1)},
+        "stage_profile": profile,
+        "runs": runs,
+        "best": {**best_summary, **best["best"]},
+        "end_to_end": end_to_end,
+        "goal_x_real_time": 150,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(json.dumps(result["best"], indent=2))
+
+
+def markdown(r: dict) -> str:
+    """A short table of the runs, the stage profile and the bounds it implies."""
+    p = r["stage_profile"]
+    ms = p["cpu_ms_per_audio_s"]
+    lines = [
+        f"# Index build throughput: {r['corpus']['files']} files, {r['corpus']['audio_s'] / 60:.1f} min of "
+        f"audio (librispeech-251), campplus, {r['machine']['cpus']} cores",
+        "",
+        f"Command: `{r['command']}` (raw figures: build.json). Goal: >= {r['goal_x_real_time']}x real time.",
+        "",
+        "| encoder threads | workers | where the encoder runs | best x real time | files/s | median x | "
+        "our CPU (cores) | others' CPU (cores) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["runs"]:
+        b = row["best"]
+        lines.append(
+            f"| {row['ort_threads']} | {row['workers']} | {row.get('encoder', 'auto')} | {b['x_real_time']} | "
+            f"{b['files_per_s']} | {row['median_x_real_time']} | {b['own_cpu_cores']} | {b['other_cpu_cores']} |"
+        )
+    e = r["end_to_end"]
+    default = next((row for row in r["runs"] if row["ort_threads"] == 1 and row["workers"] == r["machine"]["cpus"]
+                    and row.get("encoder") in ("workers", "auto")), None)
+    if default is not None:
+        lines += ["", f"**Default configuration** (CAM++ encoded in the workers, 1 ORT thread each, workers = "
+                      f"{r['machine']['cpus']} cores): best {default['best']['x_real_time']}x, median "
+                      f"{default['median_x_real_time']}x real time, {default['best']['files_per_s']} files/s."]
+    lines += [
+        "",
+        f"End to end with the defaults and model loading (as `speakerid index build` runs): "
+        f"{e['x_real_time']}x real time, "
+        f"{e['files_per_s']} files/s (others' CPU {e['other_cpu_cores']} cores). A no-op re-run "
+        f"(everything already indexed: hash and skip) takes {e['noop_rerun_s']} s.",
+        "",
+        f"## What bounds it (CPU ms per second of audio, one thread, {p['files']} files)",
+        "",
+        "| hash | decode | VAD | fbank | CAM++ encoder | total |",
+        "|---|---|---|---|---|---|",
+        f"| {ms['hash']} | {ms['decode']} | {ms['vad']} | {ms['fbank']} | {ms['encoder']} | "
+        f"{p['total_ms_per_audio_s']} |",
+        "",
+        f"* All the work costs {p['total_ms_per_audio_s']} CPU ms per audio second, so {r['machine']['cpus']} "
+        f"cores can reach at most ~{p['bound_2_cores_x']}x real time; the CAM++ encoder alone is "
+        f"{ms['encoder'] / p['total_ms_per_audio_s']:.0%} of it.",
+        f"* With the encoder on one thread and the other stages on the other core(s) (\"main\"), the "
+        f"encoder bounds the build at ~{p['bound_encoder_thread_x']}x, whatever the number of workers.",
+        "* \"workers\" (the library's default for CAM++): each worker prepares *and* encodes its own clips, "
+        "one ORT thread each; ONNX Runtime, libsndfile and hashlib release the GIL, so the workers keep "
+        "both cores busy and the build gets close to the all-cores ceiling. One worker is then a plain "
+        "sequential loop; more workers than cores gain nothing.",
+        "* What is left: the encoder is ~2/3 of the CPU. Faster would need a cheaper encoder (e.g. int8 "
+        "quantisation, which changes the embeddings) or less VAD work (Silero runs one 32 ms window per "
+        "ONNX call; batching the windows of several clips would cut its per-call overhead).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

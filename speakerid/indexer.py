@@ -1,0 +1,770 @@
+"""Corpus indexing: find each speaker's clips, embed them in a pipeline, add them to an index.
+
+Corpus layouts (:func:`discover` tells them apart by itself):
+
+* ``DIR/<speaker>/*.<audio>``: one folder per speaker;
+* ``DIR/<speaker>/<video>/*.wav`` (VoxCeleb): clips at any depth under the speaker's folder;
+* a ``.csv`` or ``.parquet`` manifest with ``path`` and ``speaker`` columns (other columns are
+  ignored; relative paths are resolved against the manifest's folder).
+
+Pipeline (:func:`build_index`, :func:`add_files`). ``workers`` threads hash each file
+(sha256 of its bytes), skip it when that content is already in the index or earlier in the
+run, and run :meth:`Embedder.prepare` (decode, VAD, front end). Where the encoder runs
+depends on the model, and both ways give :meth:`Embedder.embed_detailed`'s result bit for bit:
+
+* CAM++ (and other Kaldi-fbank models) take a whole variable-length window per run; padding
+  clips to batch them would change the statistics pooling, so each clip is one run, and each
+  worker encodes its own clips (ONNX Runtime releases the GIL; one intra-op thread each). On
+  2 cores this is ~1.25x faster than one encoder thread fed by the workers, which the
+  encoder alone bounds at ~200x real time (benchmarks/results/build.md).
+* GE2E / AutoSpeech take fixed-length partials: the calling thread encodes the partials of
+  all the clips prepared so far in batches of ``PARTIAL_BATCH`` (:meth:`Embedder.encode`).
+
+The calling thread adds results to the index in corpus order.
+
+Durability. The index is saved atomically (see :mod:`speakerid.index`) every
+``checkpoint_every_s`` seconds (stretched so saving a big index takes at most ~10% of the
+time), so a build killed at any point (even ``kill -9``) re-run with the same arguments
+skips every clip saved before the kill. Ctrl-C stops the pipeline, saves what is done and
+raises :class:`BuildInterrupted` (a KeyboardInterrupt carrying the report); a second Ctrl-C
+stops at once without saving (the last checkpoint stands).
+
+Concurrency. A build holds the index's writer lock from start to end; by default a second
+writer fails at once with IndexLockedError naming the holder's pid (``wait_s`` makes it wait).
+
+Files that cannot be embedded (undecodable, no speech...) are recorded in the index's
+failures table and counted in the report; they never stop a build, and are tried again on
+the next run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import EmbedOptions
+from .embedder import Embedder, Embedding, Prepared
+from .errors import ConfigError, CorpusError, ModelMismatchError
+from .index import POINTER, IndexSpec, IndexType, SpeakerIndex
+from .models.registry import DEFAULT_MODEL
+
+__all__ = [
+    "AUDIO_EXTENSIONS", "BuildInterrupted", "BuildReport", "BuildStatus", "Corpus", "Item",
+    "add_files", "build_index", "discover", "remove_speaker",
+]
+
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".au",
+     ".webm", ".mka", ".mp4", ".wma", ".caf", ".w64", ".sph"}
+)
+MANIFEST_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+#: Individual warnings kept per kind; the rest are counted in one line.
+MAX_WARNINGS_PER_KIND = 20
+#: A checkpoint may take at most this fraction of the build's time (big indexes save slowly).
+CHECKPOINT_MAX_FRACTION = 0.1
+#: Where the encoder runs: None (auto: in the worker threads for models with one run per clip,
+#: in the calling thread, batched across clips, for models on partials), True or False.
+ENCODE_IN_WORKERS: bool | None = None
+
+
+# --- corpus discovery -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One clip to index and the speaker it belongs to."""
+
+    path: Path
+    speaker: str
+
+
+class Corpus(list[Item]):
+    """The items :func:`discover` found (a list), with the layout and any warnings."""
+
+    def __init__(self, items: Iterable[Item], *, layout: str, warnings: Sequence[str] = ()) -> None:
+        super().__init__(items)
+        self.layout = layout
+        self.warnings = list(warnings)
+
+
+def _is_audio(p: Path) -> bool:
+    return p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
+
+
+def _audio_under(folder: Path) -> list[Path]:
+    """Audio files at any depth under ``folder`` (symlinks followed, loops and dot-names skipped)."""
+    seen: set[tuple[int, int]] = set()
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in files if _is_audio(Path(f)) and os.path.isfile(os.path.join(root, f)))
+    return sorted(found)
+
+
+def _scan_folder(root: Path) -> Corpus:
+    try:
+        entries = sorted(e for e in root.iterdir() if not e.name.startswith("."))
+    except OSError as exc:
+        raise CorpusError(f"cannot list {root}: {exc.strerror or exc}") from None
+    if not entries:
+        raise CorpusError(f"{root} is empty: expected one subfolder of clips per speaker (DIR/<speaker>/*.wav)")
+    speaker_dirs = [e for e in entries if e.is_dir()]
+    loose = [e for e in entries if e.is_file() and _is_audio(e)]
+    if not speaker_dirs:
+        what = f"{len(loose)} audio file(s)" if loose else "no audio and"
+        raise CorpusError(
+            f"{root} holds {what} no speaker subfolders: put each speaker's clips in "
+            f"DIR/<speaker>/ (or give a .csv/.parquet manifest with path and speaker columns)"
+        )
+    warnings = []
+    if loose:
+        warnings.append(f"{root}: {len(loose)} audio file(s) outside any speaker folder were ignored")
+    items: list[Item] = []
+    nested = False
+    for d in speaker_dirs:
+        files = _audio_under(d)
+        if not files:
+            warnings.append(f"speaker folder {d.name!r} holds no audio files; skipped")
+            continue
+        nested = nested or any(f.parent != d for f in files)
+        items.extend(Item(f, d.name) for f in files)
+    if not items:
+        raise CorpusError(f"none of the {len(speaker_dirs)} speaker folders of {root} holds audio files")
+    return Corpus(items, layout="voxceleb" if nested else "folders", warnings=warnings)
+
+
+def _manifest_rows(path: Path, kind: str) -> tuple[list[str], list[tuple[Any, Any]]]:
+    """(column names, (path, speaker) values of each row); no rows if a column is missing."""
+    if kind == "csv":
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            lower = [h.lower() for h in header]
+            if "path" not in lower or "speaker" not in lower:
+                return header, []
+            ip, isp = lower.index("path"), lower.index("speaker")
+            return header, [
+                (r[ip] if ip < len(r) else None, r[isp] if isp < len(r) else None)
+                for r in reader
+                if any(c.strip() for c in r)
+            ]
+    import pyarrow.parquet as pq
+
+    header = list(pq.read_schema(path).names)
+    lower = [h.lower() for h in header]
+    if "path" not in lower or "speaker" not in lower:
+        return header, []
+    table = pq.read_table(path, columns=[header[lower.index("path")], header[lower.index("speaker")]])
+    return header, list(zip(table.column(0).to_pylist(), table.column(1).to_pylist()))
+
+
+def _read_manifest(path: Path, kind: str) -> Corpus:
+    import pyarrow as pa
+
+    try:
+        header, rows = _manifest_rows(path, kind)
+        missing = [c for c in ("path", "speaker") if c not in [h.lower() for h in header]]
+        if missing:
+            raise CorpusError(
+                f"manifest {path} lacks the column(s) {', '.join(missing)} "
+                f"(has: {', '.join(header) or 'no columns'}); it needs 'path' and 'speaker'"
+            )
+        base = path.parent
+        items: list[Item] = []
+        bad: list[int] = []
+        for n, (p, s) in enumerate(rows, start=1):
+            p = "" if p is None else str(p).strip()
+            s = "" if s is None else str(s).strip()
+            if not p or not s:
+                bad.append(n)
+                continue
+            q = Path(p).expanduser()
+            items.append(Item(q if q.is_absolute() else base / q, s))
+    except (OSError, UnicodeDecodeError, csv.Error, pa.ArrowException) as exc:
+        raise CorpusError(f"cannot read manifest {path}: {exc}") from None
+    warnings = []
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        warnings.append(f"manifest {path.name}: {len(bad)} row(s) without a path or speaker skipped (rows {shown})")
+    if not items:
+        raise CorpusError(f"manifest {path} lists no clips")
+    return Corpus(items, layout=f"manifest-{kind}", warnings=warnings)
+
+
+def discover(source: str | os.PathLike[str]) -> Corpus:
+    """The clips of a speakers folder or manifest, sorted; CorpusError if there are none.
+
+    A speaker folder without audio is skipped with a warning (``Corpus.warnings``).
+    """
+    p = Path(source).expanduser()
+    if not p.exists():
+        raise CorpusError(f"{p}: no such folder or manifest")
+    if p.is_file():
+        kind = MANIFEST_SUFFIXES.get(p.suffix.lower())
+        if kind is None:
+            raise CorpusError(f"{p} is a file but not a .csv or .parquet manifest")
+        return _read_manifest(p, kind)
+    if not p.is_dir():
+        raise CorpusError(f"{p} is neither a folder nor a manifest file")
+    return _scan_folder(p)
+
+
+# --- reports and progress -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildStatus:
+    """A snapshot of a running build, given to the ``progress`` callback."""
+
+    #: "embedding" (after each file), "checkpoint", "calibrating", "saving" or "done".
+    phase: str
+    files_total: int
+    files_done: int
+    files_embedded: int
+    files_skipped: int
+    files_failed: int
+    #: Audio seconds of the files embedded so far.
+    audio_s: float
+    #: Seconds since the pipeline started (model loading excluded).
+    elapsed_s: float
+
+    @property
+    def real_time_factor(self) -> float:
+        """Audio seconds embedded per second of wall time (150 = 150x faster than real time)."""
+        return self.audio_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+Progress = Callable[[BuildStatus], None]
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What a build or add did. ``files_total`` = skipped_known + duplicate + embedded + failed
+    (+ files not reached when interrupted)."""
+
+    index_path: str
+    model: str
+    files_total: int
+    #: Files whose content (sha256) was already in the index.
+    files_skipped_known: int
+    #: Files whose content appeared earlier in the same run (embedded once).
+    files_duplicate: int
+    files_embedded: int
+    files_failed: int
+    #: Audio and speech seconds of the embedded files.
+    audio_s: float
+    speech_s: float
+    #: Wall time of the whole call (model loading and saving included).
+    elapsed_s: float
+    #: audio_s / elapsed_s: how many times faster than real time.
+    real_time_factor: float
+    warnings: tuple[str, ...] = ()
+    #: (path, "ErrorType: message") of each file that failed in this run.
+    failures: tuple[tuple[str, str], ...] = ()
+    speakers: int = 0
+    utterances: int = 0
+    threshold: float | None = None
+    interrupted: bool = False
+
+
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a build: what was done is saved; ``report`` says how far it got."""
+
+    def __init__(self, report: BuildReport) -> None:
+        super().__init__("build interrupted; finished files were saved")
+        self.report = report
+
+
+class _Warnings:
+    """Warnings grouped by kind: the first MAX_WARNINGS_PER_KIND verbatim, then a count."""
+
+    def __init__(self, initial: Iterable[str] = ()) -> None:
+        self.lines = list(initial)
+        self._extra: dict[str, tuple[int, str]] = {}
+        self._seen: dict[str, int] = {}
+
+    def add(self, kind: str, message: str, summary: str) -> None:
+        n = self._seen.get(kind, 0) + 1
+        self._seen[kind] = n
+        if n <= MAX_WARNINGS_PER_KIND:
+            self.lines.append(message)
+        else:
+            self._extra[kind] = (n - MAX_WARNINGS_PER_KIND, summary)
+
+    def final(self) -> tuple[str, ...]:
+        return (*self.lines, *(f"... and {n} more: {s}" for n, s in self._extra.values()))
+
+
+# --- the pipeline ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Result:
+    """What a worker made of one item."""
+
+    i: int
+    sha256: str = ""
+    prepared: Prepared | None = None
+    embedding: Embedding | None = None
+    error: str | None = None
+    #: "known" or "duplicate" when the item is not embedded.
+    skipped: str | None = None
+    #: For a duplicate: the index of the item whose content it repeats.
+    first: int = -1
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class _Counts:
+    embedded: int = 0
+    known: int = 0
+    duplicate: int = 0
+    failed: int = 0
+    audio_s: float = 0.0
+    speech_s: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return self.embedded + self.known + self.duplicate + self.failed
+
+
+class _StopFlag:
+    """While active (main thread only), the first Ctrl-C sets a flag instead of raising."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: Any = None
+        self._active = False
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._old = signal.signal(signal.SIGINT, self._handler)
+                self._active = True
+            except ValueError:  # not the main interpreter
+                pass
+        return self
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.set:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._active:
+            signal.signal(signal.SIGINT, self._old)
+
+
+class _Pipeline:
+    """Hash + prepare in worker threads; encode and add to the index in the calling thread."""
+
+    def __init__(
+        self,
+        index: SpeakerIndex,
+        embedder: Embedder,
+        items: Sequence[Item],
+        *,
+        workers: int,
+        progress: Progress | None,
+        checkpoint_every_s: float,
+        calibrate: bool,
+        warnings: _Warnings,
+    ) -> None:
+        self.index, self.embedder, self.items = index, embedder, items
+        self.workers, self.progress, self.warnings = workers, progress, warnings
+        self.checkpoint_every_s = checkpoint_every_s
+        self.calibrate = calibrate
+        #: Clips were added since the threshold was last calibrated.
+        self.gallery_changed = False
+        self.counts = _Counts()
+        utt = index.utterances()
+        shas = utt["sha256"].to_pylist()
+        #: Content already in the index when the run started (read-only during the run).
+        self._speaker_of = dict(zip(shas, utt["speaker"].to_pylist()))
+        self._sha_of_path = dict(zip(utt["path"].to_pylist(), shas))
+        self._claimed: dict[str, int] = {}
+        self._claim_lock = threading.Lock()
+        partials = embedder.batches_clips
+        self.encode_in_workers = (not partials) if ENCODE_IN_WORKERS is None else ENCODE_IN_WORKERS
+        self.batch_max = 64 if partials and not self.encode_in_workers else 16
+        self.t0 = time.monotonic()
+
+    # runs in worker threads
+    def _work(self, i: int) -> _Result:
+        item = self.items[i]
+        try:
+            sha = _sha256(item.path)
+        except FileNotFoundError:
+            return _Result(i, error=f"AudioNotFoundError: audio file not found: {item.path}")
+        except IsADirectoryError:
+            return _Result(i, error=f"NotAFileError: not a regular file: {item.path}")
+        except OSError as exc:
+            return _Result(i, error=f"AudioDecodeError: cannot read {item.path}: {exc.strerror or exc}")
+        with self._claim_lock:
+            if sha in self._speaker_of:
+                return _Result(i, sha, skipped="known")
+            first = self._claimed.setdefault(sha, i)
+            if first != i:
+                return _Result(i, sha, skipped="duplicate", first=first)
+        try:
+            prepared = self.embedder.prepare(item.path)
+            if self.encode_in_workers:
+                return _Result(i, sha, embedding=self.embedder.encode([prepared])[0])
+            return _Result(i, sha, prepared=prepared)
+        except Exception as exc:  # any failure of one file is recorded, never fatal
+            return _Result(i, sha, error=_describe(exc))
+
+    def status(self, phase: str) -> BuildStatus:
+        c = self.counts
+        return BuildStatus(
+            phase=phase, files_total=len(self.items), files_done=c.done, files_embedded=c.embedded,
+            files_skipped=c.known + c.duplicate, files_failed=c.failed, audio_s=c.audio_s,
+            elapsed_s=time.monotonic() - self.t0,
+        )
+
+    def _say(self, phase: str) -> None:
+        if self.progress is not None:
+            self.progress(self.status(phase))
+
+    def _note_skip(self, r: _Result) -> None:
+        item = self.items[r.i]
+        if r.skipped == "known":
+            self.counts.known += 1
+            was = self._speaker_of[r.sha256]
+            if was != item.speaker:
+                self.warnings.add(
+                    "relabel", f"{item.path}: its content is already indexed as speaker {was!r}, "
+                    f"not {item.speaker!r}; left as {was!r}", "clips already indexed under another speaker",
+                )
+        else:
+            self.counts.duplicate += 1
+            first = self.items[r.first]
+            same = first.speaker == item.speaker
+            self.warnings.add(
+                "dup", f"{item.path}: same content as {first.path}"
+                + ("" if same else f" (speaker {first.speaker!r}, here {item.speaker!r})") + "; processed once",
+                "duplicate files processed once",
+            )
+
+    def _apply(self, results: list[_Result]) -> None:
+        """Encode the prepared results and add them (and the failures) to the index."""
+        ready = [r for r in results if r.prepared is not None]
+        embs: list[Any] = []
+        if ready:  # encoder in this thread: the ready clips in one call (partials batched)
+            try:
+                embs = self.embedder.encode([r.prepared for r in ready])  # type: ignore[misc]
+            except Exception:  # one bad clip: encode them one by one to find it
+                embs = []
+                for r in ready:
+                    try:
+                        embs.extend(self.embedder.encode([r.prepared]))  # type: ignore[list-item]
+                    except Exception as exc:
+                        embs.append(exc)
+        good: list[tuple[_Result, Any]] = [(r, r.embedding) for r in results if r.embedding is not None]
+        for r, e in zip(ready, embs):
+            if isinstance(e, BaseException):
+                r.error = _describe(e)
+            else:
+                good.append((r, e))
+        for r, e in good:  # the index refuses such vectors: fail the clip, not the build
+            if not (np.isfinite(e.vector).all() and np.linalg.norm(e.vector) > 1e-6):
+                r.error = f"SpeakeridError: {e.source}: model {self.embedder.model} gave a zero or non-finite embedding"
+        good = sorted(((r, e) for r, e in good if r.error is None), key=lambda re: re[0].i)
+        if good:
+            self.index.add(
+                np.stack([e.vector for _, e in good]),
+                speakers=[self.items[r.i].speaker for r, _ in good],
+                paths=[os.path.abspath(self.items[r.i].path) for r, _ in good],
+                sha256s=[r.sha256 for r, _ in good],
+                durations_s=[e.duration_s for _, e in good],
+                speech_s=[e.speech_s for _, e in good],
+            )
+        self.gallery_changed = self.gallery_changed or bool(good)
+        for r, e in good:
+            self.counts.embedded += 1
+            self.counts.audio_s += e.duration_s
+            self.counts.speech_s += e.speech_s
+            path = os.path.abspath(self.items[r.i].path)
+            if self._sha_of_path.get(path, r.sha256) != r.sha256:
+                self.warnings.add(
+                    "changed", f"{path} changed since it was indexed; its old embedding is kept too "
+                    "(remove the speaker and rebuild to drop it)", "files changed since they were indexed",
+                )
+        failed = [(os.path.abspath(self.items[r.i].path), r.error) for r in results if r.error is not None]
+        if failed:
+            self.index.record_failures(failed)  # type: ignore[arg-type]
+            self.counts.failed += len(failed)
+            self.counts.failures.extend(failed)  # type: ignore[arg-type]
+        for r in results:
+            if r.skipped is not None:
+                self._note_skip(r)
+
+    def run(self) -> bool:
+        """Process every item; returns False if stopped by Ctrl-C (what was done is saved)."""
+        n = len(self.items)
+        inflight = max(4, 3 * self.workers)
+        batch_max = self.batch_max
+        next_cp = time.monotonic() + self.checkpoint_every_s
+        pending: deque[Future[_Result]] = deque()
+        todo = iter(range(n))
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="speakerid-prepare")
+        stop = _StopFlag()
+        try:
+            with stop:
+                self._say("embedding")
+                while True:
+                    while len(pending) < inflight and (i := next(todo, None)) is not None:
+                        pending.append(pool.submit(self._work, i))
+                    if not pending or stop.set:
+                        break
+                    results = [pending.popleft().result()]
+                    while pending and pending[0].done() and len(results) < batch_max:
+                        results.append(pending.popleft().result())
+                    self._apply(results)
+                    self._say("embedding")
+                    if time.monotonic() >= next_cp:
+                        t = time.monotonic()
+                        self.save("checkpoint")
+                        took = time.monotonic() - t
+                        next_cp = time.monotonic() + max(self.checkpoint_every_s, took / CHECKPOINT_MAX_FRACTION)
+        finally:
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+        return not stop.set
+
+    def save(self, phase: str, *, force_calibration: bool = False) -> None:
+        """Recalibrate the threshold if the gallery changed, then save atomically.
+
+        Every saved version thus carries a threshold calibrated on its own gallery, however
+        the build ends (even killed between two checkpoints).
+        """
+        if self.calibrate and (self.gallery_changed or force_calibration):
+            self._say("calibrating")
+            _calibrate(self.index)
+            self.gallery_changed = False
+        self._say(phase)
+        self.index.save()
+
+
+# --- public entry points --------------------------------------------------------------------
+
+
+def _check_workers(workers: int | None) -> int:
+    if workers is None:
+        return max(1, os.cpu_count() or 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    return workers
+
+
+def _check_interval(checkpoint_every_s: float) -> float:
+    if isinstance(checkpoint_every_s, bool) or not isinstance(checkpoint_every_s, (int, float)) or not (
+        checkpoint_every_s > 0
+    ):
+        raise ConfigError(f"checkpoint_every_s must be a positive number, got {checkpoint_every_s!r}")
+    return float(checkpoint_every_s)
+
+
+def _open_for_writing(
+    index_dir: Path,
+    model: str | None,
+    index_type: IndexType | None,
+    embedder: Embedder | None,
+    wait_s: float | None,
+) -> tuple[SpeakerIndex, Embedder]:
+    """Open (or create) the index writable and get an embedder of its model.
+
+    An existing index keeps its model: a different ``model`` (or embedder) raises
+    ModelMismatchError, a different ``index_type`` ConfigError.
+    """
+    if embedder is not None and model is not None and model != embedder.model:
+        raise ConfigError(f"model={model!r} but the embedder given runs {embedder.model!r}")
+    model = model or (embedder.model if embedder is not None else None)
+    if (index_dir / POINTER).exists():
+        index = SpeakerIndex.open(index_dir, model=model, writable=True, wait_s=wait_s)
+        try:
+            if index_type is not None and index_type != index.spec.index_type:
+                raise ConfigError(
+                    f"index at {index_dir} is of type {index.spec.index_type!r}, not {index_type!r} "
+                    "(build a new index to change its type)"
+                )
+            if embedder is None:
+                embedder = Embedder(index.spec.model, embed=EmbedOptions(threads=1))
+            s = index.spec
+            if (embedder.weights_sha256, embedder.dim) != (s.weights_sha256, s.dim):
+                raise ModelMismatchError(
+                    f"index at {index_dir} was built with {s.model} weights {s.weights_sha256[:12]} "
+                    f"({s.dim}-d), but that model now has weights {embedder.weights_sha256[:12]} "
+                    f"({embedder.dim}-d); rebuild the index into a new folder"
+                )
+        except BaseException:
+            index.close()
+            raise
+        return index, embedder
+    if embedder is None:
+        embedder = Embedder(model or DEFAULT_MODEL, embed=EmbedOptions(threads=1))
+    spec = IndexSpec(
+        model=embedder.model, weights_sha256=embedder.weights_sha256, dim=embedder.dim,
+        index_type=index_type or "flat",
+    )
+    # exist_ok: another process may have created it meanwhile (then its checks apply)
+    return SpeakerIndex.create(index_dir, spec, exist_ok=True, wait_s=wait_s), embedder
+
+
+def _calibrate(index: SpeakerIndex) -> None:
+    from .identify import calibrate_open_set_threshold
+
+    calibrate_open_set_threshold(index)
+
+
+def _index_items(
+    items: Sequence[Item],
+    index_dir: str | os.PathLike[str],
+    *,
+    model: str | None,
+    index_type: IndexType | None,
+    workers: int | None,
+    progress: Progress | None,
+    checkpoint_every_s: float,
+    rebuild_threshold: bool,
+    wait_s: float | None,
+    embedder: Embedder | None,
+    warnings: Sequence[str],
+) -> BuildReport:
+    t_start = time.monotonic()
+    n_workers = _check_workers(workers)
+    interval = _check_interval(checkpoint_every_s)
+    for it in items:
+        if not isinstance(it, Item):
+            raise ConfigError(f"items must be Item(path, speaker), got {type(it).__name__}")
+        if not it.speaker.strip():
+            raise ConfigError(f"{it.path}: empty speaker name")
+    index, embedder = _open_for_writing(Path(index_dir), model, index_type, embedder, wait_s)
+    with index:  # an exception (or a second Ctrl-C) leaves the last checkpoint as it was
+        pipe = _Pipeline(
+            index, embedder, items, workers=n_workers, progress=progress, checkpoint_every_s=interval,
+            calibrate=rebuild_threshold, warnings=_Warnings(warnings),
+        )
+        finished = pipe.run()
+        pipe.save("saving", force_calibration=index.info()["threshold_method"] is None)
+        c = pipe.counts
+        elapsed = time.monotonic() - t_start
+        report = BuildReport(
+            index_path=str(index.path), model=embedder.model, files_total=len(items),
+            files_skipped_known=c.known, files_duplicate=c.duplicate, files_embedded=c.embedded,
+            files_failed=c.failed, audio_s=c.audio_s, speech_s=c.speech_s, elapsed_s=elapsed,
+            real_time_factor=c.audio_s / elapsed if elapsed > 0 else 0.0,
+            warnings=pipe.warnings.final(), failures=tuple(c.failures),
+            speakers=len(index.speakers()), utterances=len(index), threshold=index.threshold,
+            interrupted=not finished,
+        )
+        pipe._say("done")
+    if not finished:
+        raise BuildInterrupted(report)
+    return report
+
+
+def build_index(
+    source: str | os.PathLike[str],
+    index_dir: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    index_type: IndexType | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    checkpoint_every_s: float = 30.0,
+    rebuild_threshold: bool = True,
+    wait_s: float | None = 0.0,
+    embedder: Embedder | None = None,
+) -> BuildReport:
+    """Index a speakers folder or manifest (see :func:`discover`) into ``index_dir``.
+
+    Creates the index, or adds to the existing one: files whose content is already indexed
+    are skipped, so re-running after an interruption or after adding files embeds only
+    what is new. ``model`` (default: the existing index's, else ``campplus``) and
+    ``index_type`` (default: the existing index's, else ``flat``) must match an existing
+    index. ``workers`` threads prepare clips (default: all cores); ``progress`` receives a
+    :class:`BuildStatus` after every file. ``wait_s``: how long to wait for another writer
+    (default 0: fail at once with IndexLockedError; None: forever). With
+    ``rebuild_threshold`` the open-set threshold is recalibrated when the gallery changed.
+    ``embedder`` reuses a loaded model (give it ``EmbedOptions(threads=1)``: the workers
+    already use every core).
+    """
+    corpus = discover(source)
+    return _index_items(
+        corpus, index_dir, model=model, index_type=index_type, workers=workers, progress=progress,
+        checkpoint_every_s=checkpoint_every_s, rebuild_threshold=rebuild_threshold, wait_s=wait_s,
+        embedder=embedder, warnings=corpus.warnings,
+    )
+
+
+def add_files(
+    index_dir: str | os.PathLike[str],
+    items: Sequence[Item],
+    *,
+    model: str | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    checkpoint_every_s: float = 30.0,
+    rebuild_threshold: bool = True,
+    wait_s: float | None = 0.0,
+    embedder: Embedder | None = None,
+) -> BuildReport:
+    """Embed ``items`` into the index at ``index_dir`` (created with ``model`` if missing).
+
+    The same pipeline as :func:`build_index` (incremental, checkpointed, failures recorded).
+    """
+    items = list(items)
+    if not items:
+        raise ConfigError("no clips to add")
+    return _index_items(
+        items, index_dir, model=model, index_type=None, workers=workers, progress=progress,
+        checkpoint_every_s=checkpoint_every_s, rebuild_threshold=rebuild_threshold, wait_s=wait_s,
+        embedder=embedder, warnings=(),
+    )
+
+
+def remove_speaker(
+    index_dir: str | os.PathLike[str],
+    name: str,
+    *,
+    rebuild_threshold: bool = True,
+    wait_s: float | None = 0.0,
+) -> int:
+    """Remove every clip of speaker ``name``, recalibrate the threshold, save; returns the count."""
+    with SpeakerIndex.open(index_dir, writable=True, wait_s=wait_s) as index:
+        n = index.remove_speaker(name)
+        if rebuild_threshold:
+            _calibrate(index)
+        index.save()
+    return n
