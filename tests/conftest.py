@@ -7,6 +7,7 @@ import os
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,3 +53,25 @@ def upstream(tmp_path_factory) -> Path:
         with zipfile.ZipFile(fetch_wheel(wheel)) as zf:
             zf.extractall(out)
     return out
+
+
+def long_utterances(directory: Path, min_duration_s: float, n: int = 3) -> list[tuple[str, np.ndarray]]:
+    """(speaker, 16 kHz samples) of the first ``n`` utterances (by file name) of at least
+    ``min_duration_s``, one per speaker."""
+    import soundfile as sf
+
+    with open(directory / "speakers.csv", newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: r["file"])
+    out: list = []
+    seen: set[str] = set()
+    for r in rows:
+        if float(r["duration_s"]) >= min_duration_s and r["speaker"] not in seen:
+            x, sr = sf.read(directory / r["file"], dtype="float32")
+            if sr != 16000:
+                raise RuntimeError(f"{r['file']}: expected 16 kHz, got {sr}")
+            out.append((r["speaker"], x))
+            seen.add(r["speaker"])
+        if len(out) == n:
+            break
+    return out
+

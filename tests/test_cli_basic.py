@@ -3,7 +3,6 @@ contract (one ``error:`` line on stderr, exit code 2, no traceback) for every ba
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import subprocess
@@ -15,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from conftest import long_utterances
 from typer.testing import CliRunner
 
 from speakerid import Embedder, verify
@@ -46,18 +46,7 @@ def runner() -> CliRunner:
 @pytest.fixture(scope="module")
 def utterances(librispeech) -> list[tuple[str, np.ndarray]]:
     """(speaker, samples) of >= 12 s utterances from three speakers, sorted by file name."""
-    with open(librispeech / "speakers.csv", newline="") as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: r["file"])
-    out, seen = [], set()
-    for r in rows:
-        if float(r["duration_s"]) >= 12.0 and r["speaker"] not in seen:
-            x, sr = sf.read(librispeech / r["file"], dtype="float32")
-            assert sr == SR
-            out.append((r["speaker"], x))
-            seen.add(r["speaker"])
-        if len(out) == 3:
-            break
-    return out
+    return long_utterances(librispeech, 12.0)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ checked against numpy references computed from speakerid.features and the upstre
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -22,6 +21,7 @@ import onnx
 import pytest
 import soundfile as sf
 import yaml
+from conftest import long_utterances
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
@@ -93,18 +93,7 @@ def home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def speech(librispeech) -> list[np.ndarray]:
     """Utterances of at least 10 s from three speakers."""
-    with open(librispeech / "speakers.csv", newline="") as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: r["file"])
-    out, seen = [], set()
-    for r in rows:
-        if float(r["duration_s"]) >= 10.0 and r["speaker"] not in seen:
-            x, sr = sf.read(librispeech / r["file"], dtype="float32")
-            assert sr == SR
-            out.append(x)
-            seen.add(r["speaker"])
-        if len(out) == 3:
-            break
-    return out
+    return [x for _, x in long_utterances(librispeech, 10.0)]
 
 
 @pytest.fixture(scope="module")
