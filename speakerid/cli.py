@@ -613,7 +613,7 @@ def bench_identify(
 
 
 def main() -> None:
-    import click
+    from typer.exceptions import TyperException
 
     try:
         rv = app(standalone_mode=False)
@@ -623,11 +623,17 @@ def main() -> None:
         sys.stderr.write(f"error: {message}\n")
         sys.stderr.flush()
         sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except TyperException as exc:  # usage errors (bad option, missing argument): one message
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            sys.stderr.write(f"error: {exc}\n")
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -337,3 +337,14 @@ def test_models_list_and_info(runner) -> None:
     res = runner.invoke(app, ["models", "pull", "campplus"])
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith("campplus: 192-d, front end kaldi_fbank")
+
+
+def test_usage_errors_exit_2_without_traceback() -> None:
+    import subprocess
+    import sys
+
+    for args in (["verify"], ["verify", "a.wav", "b.wav", "--bogus"]):
+        proc = subprocess.run([sys.executable, "-m", "speakerid.cli", *args], capture_output=True, text=True)
+        assert proc.returncode == 2, args
+        assert "Traceback" not in proc.stderr
+        assert "Missing argument" in proc.stderr or "No such option" in proc.stderr
