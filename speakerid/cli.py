@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape as rich_escape
 
+from .corpus import audio_files_under
 from .errors import SpeakeridError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Speaker verification and identification.")
@@ -22,7 +23,6 @@ app.add_typer(bench_app, name="bench")
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".au", ".webm", ".mka", ".mp4", ".wma", ".caf", ".w64", ".sph"}
 
 
 class CliError(SpeakeridError):
@@ -46,7 +46,7 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_EXTENSIONS)
+            found = audio_files_under(p)
             if not found:
                 raise CliError(f"{p}: no audio files found in this directory")
             files.extend(found)

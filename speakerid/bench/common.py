@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..corpus import audio_files_under
 from ..errors import ConfigError
 from ..metrics import eer, min_dcf
 
@@ -28,9 +29,6 @@ SEED_REFERENCE: dict[str, Any] = {
     "identification": {"top1": 0.8766, "protocol": "VoxCeleb1 identification split (iden_split.txt)"},
 }
 
-AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".au", ".webm"}
-)
 DCF_P_TARGETS = (0.01, 0.05)
 
 
@@ -46,7 +44,7 @@ def audio_files(directory: str | os.PathLike[str], what: str) -> list[Path]:
     d = Path(directory)
     if not d.is_dir():
         raise ConfigError(f"{d}: {what} is not a directory")
-    found = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    found = audio_files_under(d)
     if not found:
         raise ConfigError(f"{d}: no audio files in {what}")
     return found
