@@ -75,3 +75,19 @@ def long_utterances(directory: Path, min_duration_s: float, n: int = 3) -> list[
             break
     return out
 
+
+def run_main(args: list, monkeypatch, capsys) -> tuple[int, str, str]:
+    """speakerid.cli.main in-process (its error handling included): (exit code, stdout, stderr)."""
+    import sys
+
+    from speakerid.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["speakerid", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+

@@ -14,11 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from conftest import long_utterances
+from conftest import long_utterances, run_main
 from typer.testing import CliRunner
 
 from speakerid import Embedder, verify
-from speakerid.cli import app, main
+from speakerid.cli import app
 from speakerid.errors import ConfigError
 from speakerid.models import store
 
@@ -60,18 +60,6 @@ def wavs(tmp_path_factory, utterances) -> dict[str, Path]:
     sf.write(paths["a2"], x[half:], SR)
     sf.write(paths["b"], y[: len(y) // 2], SR)
     return paths
-
-
-def _run_main(args: list, monkeypatch, capsys) -> tuple[int, str, str]:
-    """speakerid.cli.main in-process (its error handling included): (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["speakerid", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _run_subprocess(args: list) -> subprocess.CompletedProcess:
@@ -219,7 +207,7 @@ BAD = {
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_gives_one_error_line_and_exit_2(case, bad_files, monkeypatch, capsys) -> None:
     for args in (["verify", bad_files[case], bad_files["good"]], ["verify", bad_files["good"], bad_files[case]]):
-        code, out, err = _run_main(args, monkeypatch, capsys)
+        code, out, err = run_main(args, monkeypatch, capsys)
         assert code == 2, (case, out, err)
         line = _one_error_line(err)
         assert BAD[case].lower() in line.lower(), line
@@ -244,7 +232,7 @@ def test_error_contract_in_a_real_process(bad_files, tmp_path) -> None:
 def test_unknown_model_is_one_line(monkeypatch, capsys, bad_files) -> None:
     for args in (["models", "info", "nope"], ["models", "pull", "nope"],
                  ["verify", bad_files["good"], bad_files["good"], "-m", "nope"]):
-        code, _, err = _run_main(args, monkeypatch, capsys)
+        code, _, err = run_main(args, monkeypatch, capsys)
         assert code == 2
         assert _one_error_line(err) == "error: unknown model 'nope'; available: campplus, ge2e"
 
@@ -311,7 +299,7 @@ def test_embed_files_and_bad_arguments(runner, utterances, tmp_path, monkeypatch
         (["embed", empty_dir, "--out", tmp_path / "x.parquet"], "no audio files"),
         (["embed", good, "--out", tmp_path / "x.csv"], ".parquet"),
     ]:
-        code, _, err = _run_main(args, monkeypatch, capsys)
+        code, _, err = run_main(args, monkeypatch, capsys)
         assert code == 2 and text in _one_error_line(err)
     assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "x.csv").exists()
 

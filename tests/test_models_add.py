@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +20,13 @@ import onnx
 import pytest
 import soundfile as sf
 import yaml
-from conftest import long_utterances
+from conftest import long_utterances, run_main
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from speakerid import Embedder, Settings, VadOptions, available_models
 from speakerid import features as F
-from speakerid.cli import app, main
+from speakerid.cli import app
 from speakerid.config import AudioOptions, EmbedOptions, load_yaml
 from speakerid.errors import ConfigError, ModelError
 from speakerid.models import store
@@ -145,17 +144,6 @@ def wes(home, files, runner) -> str:
                               "--config", str(CONFIGS / "wespeaker-fbank.yaml")])
     assert res.exit_code == 0, res.output
     return "wes"
-
-
-def _run_main(args: list, monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["speakerid", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _leftovers(h: Path) -> list[str]:
@@ -280,7 +268,7 @@ def test_bad_models_add_is_one_error_line(case, home, files, monkeypatch, capsys
     args, text = BAD_ADDS[case]
     args = [str(files[a]) if a in files else (str(files["as_onnx"].parent / a) if a == "nowhere" else a) for a in args]
     before = available_models()
-    code, out, err = _run_main(["models", "add", *args], monkeypatch, capsys)
+    code, out, err = run_main(["models", "add", *args], monkeypatch, capsys)
     assert code == 2, (out, err)
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], err
@@ -345,7 +333,7 @@ def test_unknown_or_bad_yaml_keys_are_rejected(home, files, tmp_path, monkeypatc
         add_model("y", files["fb_onnx"], frontend="fbank", config=names)
     # and through the command line: one line, exit 2, the key named
     top = _yaml(tmp_path, {**base, "sample_rate": 8000})
-    code, _, err = _run_main(["models", "add", "y", "--onnx", files["fb_onnx"], "--frontend", "fbank",
+    code, _, err = run_main(["models", "add", "y", "--onnx", files["fb_onnx"], "--frontend", "fbank",
                               "--config", top], monkeypatch, capsys)
     assert code == 2 and len(err.splitlines()) == 1 and "sample_rate" in err and err.startswith("error: ")
     assert "y" not in available_models() and _leftovers(home) == []

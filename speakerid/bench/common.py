@@ -5,16 +5,20 @@ from __future__ import annotations
 import math
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..corpus import audio_files_under
 from ..errors import ConfigError
 from ..metrics import eer, min_dcf
+
+if TYPE_CHECKING:
+    from ..embcache import EmbeddingCache, EmbedOutcome
+    from ..embedder import Embedder
 
 #: progress(stage, done, total): called as work advances ("hashing", "embedding", ...).
 BenchProgress = Callable[[str, int, int], None]
@@ -80,3 +84,34 @@ def rel(path: Path, root: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
+
+
+def embed_under_root(
+    root: Path,
+    rel_paths: Sequence[str],
+    embedder: Embedder,
+    cache: EmbeddingCache | None,
+    *,
+    workers: int,
+    progress: BenchProgress | None,
+) -> tuple[EmbedOutcome, dict[str, str], set[str], dict[str, str]]:
+    """Embed files named relative to ``root`` through the cache.
+
+    Returns the embedding result (keyed by absolute path), the absolute key of each relative
+    path, the relative paths missing on disk, and the error of each relative path that failed.
+    """
+    from ..embcache import embed_files
+
+    key = {r: str(root / r) for r in rel_paths}
+    emb = embed_files(
+        [key[r] for r in rel_paths],
+        embedder,
+        cache,
+        workers=workers,
+        progress=stage(progress, "embedding"),
+        hash_progress=stage(progress, "hashing"),
+    )
+    missing_keys = set(emb.missing)
+    missing = {r for r in rel_paths if key[r] in missing_keys}
+    failed = {r: emb.errors[key[r]] for r in rel_paths if key[r] in emb.errors}
+    return emb, key, missing, failed

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..embcache import EmbeddingCache, embed_files
+from ..embcache import EmbeddingCache
 from ..errors import ConfigError
 from ..identify import (
     DEFAULT_FAR,
@@ -44,7 +44,14 @@ from ..identify import (
 )
 from ..index import IndexSpec, SpeakerIndex
 from ..metrics import fnir_at_fpir, open_set_rates
-from .common import RESULTS_FORMAT, SEED_REFERENCE, BenchProgress, environment, finite_or_none, stage
+from .common import (
+    RESULTS_FORMAT,
+    SEED_REFERENCE,
+    BenchProgress,
+    embed_under_root,
+    environment,
+    finite_or_none,
+)
 from .voxceleb import SPLIT_NAMES, check_root, parse_iden_split
 
 if TYPE_CHECKING:
@@ -128,18 +135,10 @@ def run_identify(
         raise ConfigError(f"{split_file}: no test (split 3) lines: nothing to query")
 
     rels = list(dict.fromkeys(e.path for e in train + test))
-    key = {r: str(root_p / r) for r in rels}
-    emb = embed_files(
-        [key[r] for r in rels],
-        embedder,
-        cache,
-        workers=workers,
-        progress=stage(progress, "embedding"),
-        hash_progress=stage(progress, "hashing"),
+    emb, key, missing_set, failed = embed_under_root(
+        root_p, rels, embedder, cache, workers=workers, progress=progress
     )
-    missing_keys = set(emb.missing)
-    missing = sorted(r for r in rels if key[r] in missing_keys)
-    failed = {r: emb.errors[key[r]] for r in rels if key[r] in emb.errors}
+    missing = sorted(missing_set)
 
     enrol: dict[str, list[str]] = defaultdict(list)
     for e in train:

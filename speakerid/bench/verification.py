@@ -24,6 +24,7 @@ from .common import (
     SEED_REFERENCE,
     BenchProgress,
     audio_files,
+    embed_under_root,
     environment,
     stage,
     verification_metrics,
@@ -72,18 +73,9 @@ def run_verify(
             raise ConfigError(f"--asnorm-top-n must be an integer >= 2, got {asnorm_top_n!r}")
 
     rel_files = list(dict.fromkeys(p for t in trials for p in (t.a, t.b)))
-    emb = embed_files(
-        [root_p / r for r in rel_files],
-        embedder,
-        cache,
-        workers=workers,
-        progress=stage(progress, "embedding"),
-        hash_progress=stage(progress, "hashing"),
+    emb, key, missing, failed = embed_under_root(
+        root_p, rel_files, embedder, cache, workers=workers, progress=progress
     )
-    key = {r: str(root_p / r) for r in rel_files}
-    missing_keys = set(emb.missing)
-    missing = {r for r in rel_files if key[r] in missing_keys}
-    failed = {r: emb.errors[key[r]] for r in rel_files if key[r] in emb.errors}
 
     kept = [t for t in trials if key[t.a] in emb.vectors and key[t.b] in emb.vectors]
     skipped_missing = sum(1 for t in trials if t.a in missing or t.b in missing)
