@@ -1,11 +1,8 @@
-"""speakerid.features.kaldi_fbank (numpy) vs senko's own C++ front end (libfbank_extractor.so),
-kaldi-native-fbank and a float64 oracle."""
+"""speakerid.features.kaldi_fbank (numpy) vs kaldi-native-fbank and a float64 oracle."""
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,62 +16,12 @@ SR = 16000
 CLIPS = ("103-1240-0000.flac", "1034-121119-0000.flac", "1447-130550-0000.flac",
          "198-126831-0000.flac", "1898-145702-0000.flac", "8770-295462-0000.flac")
 
-#: senko's extractor writes past its buffers for subsegments longer than 150 frames
-#: (1.52 s: it is only ever given senko's 1.5 s windows), so it is compared on those.
-SENKO_MAX_S = 1.5
-#: Both front ends work in float32 with different FFTs. Against a float64 numpy oracle each is
-#: off by up to ~1.6e-3 in near-silent bins (log energy ~ -15); the median window is ~1.2e-4.
+#: kaldi-native-fbank (the reference: it runs on every x86-64 CPU) and the numpy front end both
+#: work in float32 with different FFTs. Against a float64 numpy oracle each is off by up to
+#: ~1.6e-3 in near-silent bins (log energy ~ -15); the median window is ~1.2e-4. senko's own C++
+#: extractor (libfbank_extractor.so) was compared once (max 1.66e-3, mean 2.6e-6), but it is built
+#: for AVX-512 and kills the test process with SIGILL elsewhere, so no test loads it.
 MAX_ABS_DIFF = 2.5e-3
-MEAN_ABS_DIFF = 2e-5
-
-Extractor = Callable[[np.ndarray, list[tuple[float, float]]], list[np.ndarray]]
-
-
-class _Features(ctypes.Structure):
-    _fields_ = [
-        ("data", ctypes.POINTER(ctypes.c_float)),
-        ("frames_per_subsegment", ctypes.POINTER(ctypes.c_size_t)),
-        ("subsegment_offsets", ctypes.POINTER(ctypes.c_size_t)),
-        ("num_subsegments", ctypes.c_size_t),
-        ("total_frames", ctypes.c_size_t),
-        ("feature_dim", ctypes.c_size_t),
-    ]
-
-
-@pytest.fixture(scope="module")
-def senko_fbank(upstream: Path) -> Iterator[Extractor]:
-    """senko's extract_fbank_features_from_memory: samples, [(start_s, end_s)] -> features."""
-    lib = ctypes.CDLL(str(upstream / "senko" / "libfbank_extractor.so"))
-    lib.create_fbank_extractor.restype = ctypes.c_void_p
-    lib.destroy_fbank_extractor.argtypes = [ctypes.c_void_p]
-    lib.destroy_fbank_extractor.restype = None
-    f32p = ctypes.POINTER(ctypes.c_float)
-    lib.extract_fbank_features_from_memory.argtypes = [
-        ctypes.c_void_p, f32p, ctypes.c_size_t, f32p, ctypes.c_size_t
-    ]
-    lib.extract_fbank_features_from_memory.restype = _Features
-    lib.free_fbank_features.argtypes = [ctypes.POINTER(_Features)]
-    lib.free_fbank_features.restype = None
-    handle = lib.create_fbank_extractor()
-
-    def extract(samples: np.ndarray, subsegments: list[tuple[float, float]]) -> list[np.ndarray]:
-        assert all(0 < end - start <= SENKO_MAX_S for start, end in subsegments)
-        x = np.ascontiguousarray(samples, dtype=np.float32)
-        segs = np.ascontiguousarray(np.array(subsegments, dtype=np.float32).reshape(-1))
-        res = lib.extract_fbank_features_from_memory(
-            handle, x.ctypes.data_as(f32p), x.size, segs.ctypes.data_as(f32p), len(subsegments)
-        )
-        try:
-            n, dim = res.num_subsegments, res.feature_dim
-            data = np.ctypeslib.as_array(res.data, shape=(res.total_frames * dim,)).copy()
-            frames = np.ctypeslib.as_array(res.frames_per_subsegment, shape=(n,)).copy()
-            offsets = np.ctypeslib.as_array(res.subsegment_offsets, shape=(n,)).copy()
-        finally:
-            lib.free_fbank_features(ctypes.byref(res))
-        return [data[o : o + f * dim].reshape(f, dim) for o, f in zip(offsets, frames)]
-
-    yield extract
-    lib.destroy_fbank_extractor(handle)
 
 
 def _load(librispeech: Path, name: str) -> np.ndarray:
@@ -83,47 +30,23 @@ def _load(librispeech: Path, name: str) -> np.ndarray:
     return x
 
 
-def _windows(n_samples: int) -> list[tuple[float, float]]:
-    """senko-like subsegments; all times are multiples of 1/32 s, exact in float32."""
-    out = []
-    for duration in (1.5, 1.0, 0.25, 0.125, 0.03125):  # 148, 98, 23, 11 and 1 frames
-        start = 0.0
-        while (start + duration) * SR <= n_samples:
-            out.append((start, start + duration))
-            start += 0.5
-    return out
-
-
-def test_matches_senko_extractor(librispeech: Path, senko_fbank: Extractor) -> None:
-    worst, total, count = 0.0, 0.0, 0
-    for name in CLIPS:
-        x = _load(librispeech, name)
-        windows = _windows(x.size)
-        for (start, end), want in zip(windows, senko_fbank(x, windows), strict=True):
-            got = kaldi_fbank(x[int(start * SR) : int(end * SR)], FbankOptions())
-            assert got.shape == want.shape, (name, start, end)
-            diff = np.abs(got - want)
-            worst = max(worst, float(diff.max()))
-            total, count = total + float(diff.sum()), count + diff.size
-    assert worst < MAX_ABS_DIFF, f"max abs difference to senko's fbank: {worst:.2e}"
-    assert total / count < MEAN_ABS_DIFF, f"mean abs difference to senko's fbank: {total / count:.2e}"
-
-
-def test_senko_extractor_subtracts_the_mean(librispeech: Path, senko_fbank: Extractor) -> None:
-    x = _load(librispeech, CLIPS[0])
-    (want,) = senko_fbank(x, [(2.0, 3.5)])
-    assert np.abs(want.mean(axis=0)).max() < 1e-4
-    raw = kaldi_fbank(x[2 * SR : int(3.5 * SR)], dataclasses.replace(FbankOptions(), cmn=False))
-    assert np.abs(raw - want).max() > 1.0  # so the match above is CMN against CMN
-    assert np.allclose(raw - raw.mean(axis=0), want, atol=MAX_ABS_DIFF)
-
-
-def test_float_scale_not_int16(librispeech: Path, senko_fbank: Extractor) -> None:
-    # With CMN, a gain only matters where energies hit kaldi's floor; senko uses [-1, 1].
-    x = _load(librispeech, CLIPS[0])
-    (want,) = senko_fbank(x, [(0.0, 1.5)])
-    scaled = kaldi_fbank(x[: int(1.5 * SR)] * 32768.0, FbankOptions())
+def test_float_scale_not_int16(librispeech: Path) -> None:
+    # CAM++ was trained on samples in [-1, 1] (senko feeds them so). With CMN a gain only
+    # matters where energies hit kaldi's floor, and that is enough to move features far more
+    # than the front ends differ from each other, so the scale is a real choice.
+    x = _load(librispeech, CLIPS[0])[: int(1.5 * SR)]
+    want = _cmn(_knf(x, FbankOptions()))
+    assert np.abs(kaldi_fbank(x, FbankOptions()) - want).max() < MAX_ABS_DIFF
+    scaled = kaldi_fbank(x * 32768.0, FbankOptions())
     assert np.abs(scaled - want).max() > 10 * MAX_ABS_DIFF
+
+
+def test_no_cpu_specific_native_library_is_loaded(librispeech: Path) -> None:
+    """The suite must run on AVX2-only and AVX-512 machines alike: nothing of senko's native
+    code (built for AVX-512) may be loaded into the test process."""
+    kaldi_fbank(_load(librispeech, CLIPS[0]), FbankOptions())
+    maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
+    assert "libfbank_extractor" not in maps and "senko" not in maps
 
 
 @pytest.mark.parametrize("n", [0, 1, 399])
