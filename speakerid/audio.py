@@ -10,7 +10,9 @@ resampler float noise) in blocks of about ``block_s`` seconds with bounded memor
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,8 @@ class AudioInfo:
     frames: int
     duration_s: float
     format: str
+    #: Problems found while opening the file that did not stop decoding (a truncated file...).
+    warnings: tuple[str, ...] = ()
 
 
 def _import_av() -> ModuleType | None:
@@ -63,17 +67,32 @@ def _import_av() -> ModuleType | None:
 
 def _check_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
-    if not p.exists():
-        raise AudioNotFoundError(f"audio file not found: {p}")
-    if not p.is_file():
-        raise NotAFileError(f"not a regular file: {p}")
     try:
-        size = p.stat().st_size
+        st = os.stat(p)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AudioDecodeError(f"cannot read {p}: a symbolic link loop") from None
+        if exc.errno == errno.ENOENT:
+            if p.is_symlink():
+                raise AudioNotFoundError(f"audio file not found: {p} is a broken symbolic link") from None
+            raise AudioNotFoundError(f"audio file not found: {p}") from None
         raise AudioDecodeError(f"cannot read {p}: {exc.strerror or exc}") from None
-    if size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        raise NotAFileError(f"not a regular file: {p}")
+    if st.st_size == 0:
         raise AudioDecodeError(f"cannot decode {p}: the file is empty (0 bytes)")
     return p
+
+
+def _header_truncation(f: sf.SoundFile) -> str | None:
+    """libsndfile's own finding that the data chunk is shorter than its header declares."""
+    for line in str(getattr(f, "extra_info", "")).splitlines():
+        key, _, rest = line.partition(":")
+        if key.strip().lower() == "data" and "should be" in rest:
+            declared, _, actual = rest.partition("(should be")
+            return (f"truncated file: its header declares {declared.strip()} bytes of audio data, "
+                    f"the file holds {actual.strip(' )')}")
+    return None
 
 
 def _reason(exc: BaseException) -> str:
@@ -108,6 +127,7 @@ class _Decoder:
             max(int(f.frames), 0),
             max(int(f.frames), 0) / f.samplerate,
             str(f.format),
+            tuple(w for w in (_header_truncation(f),) if w),
         )
 
     def _open_av(self, av: ModuleType, sf_reason: str) -> None:
@@ -236,14 +256,19 @@ def load(path: str | os.PathLike[str], opts: AudioOptions = DEFAULT_OPTIONS) -> 
     return _finish(np.ascontiguousarray(x, dtype=np.float32))
 
 
-def iter_blocks(path: str | os.PathLike[str], opts: AudioOptions = DEFAULT_OPTIONS) -> Iterator[np.ndarray]:
+def iter_blocks(
+    path: str | os.PathLike[str], opts: AudioOptions = DEFAULT_OPTIONS, warnings: list[str] | None = None
+) -> Iterator[np.ndarray]:
     """Yield :func:`load`'s samples in blocks of about ``opts.block_s`` seconds.
 
     Decoding, down-mixing and resampling run block by block (soxr.ResampleStream), so
     memory stays bounded whatever the file's length. Blocks are never empty; a file with
-    no samples raises EmptyAudioError before the first block.
+    no samples raises EmptyAudioError before the first block. Problems that do not stop
+    decoding (a truncated file) are appended to ``warnings`` when a list is given.
     """
     with _Decoder(path) as dec:
+        if warnings is not None:
+            warnings.extend(dec.info.warnings)
         rate = dec.info.sample_rate_hz
         stream = None
         if rate != opts.sample_rate_hz:

@@ -1,4 +1,14 @@
-"""The ``speakerid`` command line. Errors become one line on stderr and exit code 2."""
+"""The ``speakerid`` command line.
+
+Exit codes, the same for every command:
+
+- 0: everything asked for was done;
+- 1: the command ran to the end but some inputs failed (each is listed on stderr and kept in
+  the output: the ``error`` column, the index's failures);
+- 2: a usage or input error stopped the command (bad option, unreadable clip for ``verify``,
+  model mismatch, index locked...): one line ``error: ...`` on stderr;
+- 130: interrupted (what was finished is kept).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +33,67 @@ app.add_typer(bench_app, name="bench")
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
 
+EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _hide_flag_metavars() -> None:
+    """typer's rich help prints a ``<bool>`` type beside every on/off flag; flags take no value."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_speakerid", False):
+        return
+
+    def display_type_rich(self, ctx):  # type: ignore[no-untyped-def]
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._speakerid = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_metavars()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"speakerid {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Speaker verification and identification."""
+
+
+def print_json(obj) -> None:
+    """Strict JSON on stdout (NaN or infinity would be a bug: refuse rather than print it)."""
+    out.print_json(json.dumps(obj, allow_nan=False, default=str))
+
+
+def _threshold(value: float | None, flag: str = "--threshold") -> float | None:
+    from .config import check_threshold
+
+    return None if value is None else check_threshold(value, flag)
+
+
+def _report_failures(failures: list[tuple[str, str]], total: int, what: str = "clips") -> None:
+    """List failed inputs on stderr (the first 10, then a count)."""
+    if not failures:
+        return
+    err.print(f"{len(failures)} of {total} {what} failed:", markup=False)
+    for path, error in failures[:10]:
+        err.print(f"  {path}: {error}", markup=False, soft_wrap=True)
+    if len(failures) > 10:
+        err.print(f"  ... and {len(failures) - 10} more")
+
+
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {rich_escape(message)}", soft_wrap=True)
 
 
 class CliError(SpeakeridError):
@@ -39,6 +110,24 @@ def _embedder(model: str, no_vad: bool, threads: int | None = None, min_speech_m
 
     vad = VadOptions(enabled=not no_vad, **({"min_speech_ms": min_speech_ms} if min_speech_ms is not None else {}))
     return Embedder(model, vad=vad, embed=EmbedOptions(threads=threads), progress=_progress_line)
+
+
+#: verify and the like say what they are doing when the audio is longer than this.
+LONG_AUDIO_S = 60.0
+
+
+def _say_long_audio(files: list[Path]) -> None:
+    """One line before embedding clips long enough to take a while (verify is silent otherwise)."""
+    from . import audio
+
+    total = 0.0
+    for f in files:
+        try:
+            total += audio.probe(f).duration_s
+        except SpeakeridError:
+            return  # the embedding itself reports the problem
+    if total > LONG_AUDIO_S:
+        _progress_line(f"embedding {len(files)} clips ({total / 60:.1f} min of audio)…")
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
@@ -70,13 +159,18 @@ def verify(
     """Are A and B the same speaker? Prints the cosine similarity and match/unmatch."""
     from .verify import verify as run_verify
 
+    threshold = _threshold(threshold)
+    _say_long_audio([a, b])
     res = run_verify(a, b, embedder=_embedder(model, no_vad), threshold=threshold)
+    warnings = [f"{e.source}: {w}" for e in (res.a, res.b) for w in e.warnings]
+    for w in warnings:
+        _warn(w)
     if as_json:
-        out.print_json(json.dumps({
+        print_json({
             "a": str(a), "b": str(b), "model": res.model, "similarity": round(res.score, 6),
             "threshold": res.threshold, "match": res.match,
-            "speech_s": [round(res.a.speech_s, 3), round(res.b.speech_s, 3)],
-        }))
+            "speech_s": [round(res.a.speech_s, 3), round(res.b.speech_s, 3)], "warnings": warnings,
+        })
         return
     out.print(f"similar: {res.score:.8f}")
     out.print(f"verification: {'match' if res.match else 'unmatch'} (threshold: {res.threshold:.3f}, model: {res.model})")
@@ -88,15 +182,31 @@ def embed(
     out_file: Path = typer.Option(..., "--out", "-o", help="Parquet file to write."),
     model: str = MODEL_OPT,
     workers: int = typer.Option(os.cpu_count() or 1, help="Clips embedded at once."),
-    no_vad: bool = typer.Option(False, "--no-vad"),
+    no_vad: bool = typer.Option(False, "--no-vad", help="Embed the whole clips, silence included."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (rows, failures, warnings)."),
 ) -> None:
-    """Embed clips into a Parquet file: one row per input, failures in the error column."""
+    """Embed clips into a Parquet file: one row per input, failures in the error column.
+
+    Exits 1 when some clips failed (they are listed, and kept as rows with an error)."""
     from .export import write_embeddings
 
+    if workers < 1:
+        raise CliError(f"--workers must be at least 1, got {workers}")
     files = expand_inputs(paths)
     emb = _embedder(model, no_vad, threads=1 if workers > 1 else None)
     summary = write_embeddings(files, out_file, emb, workers=workers, console=err)
-    err.print(f"wrote {summary['rows']} rows to {out_file} ({summary['failed']} failed)", markup=False, soft_wrap=True)
+    for path, w in summary["warnings"]:
+        _warn(f"{path}: {w}")
+    if as_json:
+        print_json({"out": str(out_file), "rows": summary["rows"], "failed": summary["failed"],
+                    "audio_s": round(summary["audio_s"], 3),
+                    "failures": [{"path": p, "error": e} for p, e in summary["failures"]],
+                    "warnings": [{"path": p, "warning": w} for p, w in summary["warnings"]]})
+    else:
+        err.print(f"wrote {summary['rows']} rows to {out_file} ({summary['failed']} failed)", markup=False,
+                  soft_wrap=True)
+    _report_failures(summary["failures"], summary["rows"])
+    _finish(EXIT_SOME_FAILED if summary["failed"] else EXIT_OK)
 
 
 @models_app.command("list")
@@ -141,6 +251,7 @@ def models_add(
     """Add your own ONNX encoder (e.g. AutoSpeech's proposed_veri.onnx, a WeSpeaker export)."""
     from .models.user import add_model
 
+    threshold = _threshold(threshold)
     spec = add_model(name, onnx_file, frontend=frontend, mean=mean, std=std, config=config, threshold=threshold)
     out.print(f"added {spec.name}: {spec.dim}-d, front end {spec.frontend}, sha256 {spec.weights_sha256[:16]}…")
 
@@ -193,11 +304,8 @@ def _report_build(rep, what: str = "indexed") -> None:
     if len(rep.warnings) > 10:
         err.print(f"[yellow]warning:[/yellow] ... and {len(rep.warnings) - 10} more warnings")
     if rep.failures:
-        err.print(f"{len(rep.failures)} files failed (kept in the index's failures; `speakerid index info` lists them):")
-        for path, error in rep.failures[:10]:
-            err.print(f"  {path}: {error}", markup=False, soft_wrap=True)
-        if len(rep.failures) > 10:
-            err.print(f"  ... and {len(rep.failures) - 10} more")
+        err.print("failed files are kept in the index's failures (`speakerid index info` lists them)")
+        _report_failures(list(rep.failures), rep.files_embedded + rep.files_failed, "files")
 
 
 def _run_indexer(fn, what: str = "indexed", check=None):
@@ -212,13 +320,24 @@ def _run_indexer(fn, what: str = "indexed", check=None):
         bar.stop()
         _report_build(exc.report, what)
         err.print("interrupted: finished files are saved; run the same command again to finish")
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         bar.stop()
     if check is not None:
         check(rep)
     _report_build(rep, what)
     return rep
+
+
+def _exit_code(rep) -> int:
+    """0 when every file was indexed, 1 when some failed (listed by _report_build)."""
+    return EXIT_SOME_FAILED if rep.files_failed else EXIT_OK
+
+
+def _finish(code: int) -> None:
+    """End a command with ``code`` (a return value would be lost under typer's standalone mode)."""
+    if code != EXIT_OK:
+        raise typer.Exit(code)
 
 
 @index_app.command("build")
@@ -239,9 +358,11 @@ def index_build(
 
     if index_type is not None and index_type not in ("flat", "hnsw", "ivf"):
         raise CliError(f"--index-type must be flat, hnsw or ivf, got {index_type!r}")
-    _run_indexer(lambda bar: build_index(speakers_dir, index_dir, model=model, index_type=index_type,  # type: ignore[arg-type]
+    if checkpoint_every <= 0:
+        raise CliError(f"--checkpoint-every must be positive, got {checkpoint_every}")
+    _finish(_exit_code(_run_indexer(lambda bar: build_index(speakers_dir, index_dir, model=model, index_type=index_type,  # type: ignore[arg-type]
                                          workers=workers, progress=bar, checkpoint_every_s=checkpoint_every,
-                                         wait_s=wait))
+                                         wait_s=wait))))
 
 
 @index_app.command("add")
@@ -269,7 +390,8 @@ def index_add(
             warnings.extend(corpus.warnings)
     for w in warnings:
         err.print(f"[yellow]warning:[/yellow] {rich_escape(w)}", soft_wrap=True)
-    _run_indexer(lambda bar: add_files(index_dir, items, workers=workers, progress=bar, wait_s=wait), "added")
+    _finish(_exit_code(_run_indexer(lambda bar: add_files(index_dir, items, workers=workers, progress=bar,
+                                                          wait_s=wait), "added")))
 
 
 @index_app.command("remove")
@@ -334,7 +456,9 @@ def enroll(
     model: str | None = typer.Option(None, "--model", "-m", help="Model of a new index (default campplus)."),
     wait: float = WAIT_OPT,
 ) -> None:
-    """Enrol a speaker from a few clips (the index is created if missing)."""
+    """Enrol a speaker from a few clips (the index is created if missing).
+
+    Exits 2 when no clip could be embedded, 1 when some failed."""
     from .indexer import Item, add_files
 
     if not speaker.strip():
@@ -344,7 +468,8 @@ def enroll(
         if rep.files_embedded + rep.files_skipped_known + rep.files_duplicate == 0:
             raise CliError(f"no clip of {speaker} could be embedded (first error: {rep.failures[0][1]})")
 
-    _run_indexer(lambda bar: add_files(index_dir, items, model=model, progress=bar, wait_s=wait), "enrolled", check)
+    _finish(_exit_code(_run_indexer(lambda bar: add_files(index_dir, items, model=model, progress=bar,
+                                                          wait_s=wait), "enrolled", check)))
 
 
 # --- identify / demo -------------------------------------------------------------------------
@@ -399,13 +524,13 @@ def _result_row(path: Path, res, ident, model: str) -> dict:
     if ident is None:
         return {"clip": str(path), "verdict": "error", "speaker": None, "accepted": None, "score": None,
                 "threshold": None, "threshold_method": None, "scoring": None, "model": model,
-                "speech_s": None, "matches": [], "error": f"{type(res).__name__}: {res}"}
+                "speech_s": None, "matches": [], "error": f"{type(res).__name__}: {res}", "warnings": []}
     return {"clip": str(path), "verdict": ident.speaker or "unknown", "speaker": ident.speaker,
             "accepted": ident.accepted, "score": ident.best.score if ident.best else None,
             "threshold": ident.threshold, "threshold_method": ident.threshold_method, "scoring": ident.scoring,
             "model": model, "speech_s": round(res.speech_s, 3),
             "matches": [{"rank": m.rank, "speaker": m.speaker, "score": m.score} for m in ident.matches],
-            "error": None}
+            "error": None, "warnings": list(res.warnings)}
 
 
 class _ResultFile:
@@ -418,20 +543,27 @@ class _ResultFile:
         if not path.parent.is_dir():
             raise CliError(f"--out {path}: directory {path.parent} does not exist")
         self.rows: list[dict] = []
-        self._f = open(path, "w", newline="", encoding="utf-8") if self.kind != ".parquet" else None
+        # results name people from their voices (biometric data): owner-only, like the index
+        self._f = None
+        if self.kind != ".parquet":
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            os.fchmod(fd, 0o600)
+            self._f = open(fd, "w", newline="", encoding="utf-8")
         self._csv = None
         if self.kind == ".csv":
             import csv
 
             self._csv = csv.DictWriter(self._f, ["clip", "verdict", "accepted", "score", "threshold", "scoring",
-                                                 "model", "speech_s", "matches", "error"], extrasaction="ignore")
+                                                 "model", "speech_s", "matches", "error", "warnings"],
+                                       extrasaction="ignore")
             self._csv.writeheader()
 
     def write(self, row: dict) -> None:
         if self._csv is not None:
-            self._csv.writerow({**row, "matches": ";".join(f"{m['speaker']}:{m['score']:.4f}" for m in row["matches"])})
+            self._csv.writerow({**row, "matches": ";".join(f"{m['speaker']}:{m['score']:.4f}" for m in row["matches"]),
+                                "warnings": "; ".join(row["warnings"])})
         elif self._f is not None:
-            self._f.write(json.dumps(row) + "\n")
+            self._f.write(json.dumps(row, allow_nan=False) + "\n")
         else:
             self.rows.append(row)
         if self._f is not None:
@@ -448,8 +580,11 @@ class _ResultFile:
         schema = pa.schema([("clip", pa.string()), ("verdict", pa.string()), ("speaker", pa.string()),
                             ("accepted", pa.bool_()), ("score", pa.float64()), ("threshold", pa.float64()),
                             ("threshold_method", pa.string()), ("scoring", pa.string()), ("model", pa.string()),
-                            ("speech_s", pa.float64()), ("matches", pa.list_(match)), ("error", pa.string())])
+                            ("speech_s", pa.float64()), ("matches", pa.list_(match)), ("error", pa.string()),
+                            ("warnings", pa.list_(pa.string()))])
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
+        os.chmod(tmp, 0o600)
         pq.write_table(pa.Table.from_pylist(self.rows, schema=schema), tmp)
         os.replace(tmp, self.path)
 
@@ -468,17 +603,18 @@ def _row_table(first: bool, clip_w: int, verdict_w: int, k: int):
 @app.command()
 def identify(
     clips: list[Path] = typer.Argument(..., help="Audio files or directories (walked recursively)."),
-    index_dir: Path = typer.Option(DEFAULT_INDEX, "--index", help="Speaker index directory."),
+    index_dir: Path = INDEX_DIR_OPT,
     k: int = typer.Option(5, "-k", "--top-k", help="Identities listed per clip."),
     threshold: float | None = typer.Option(None, help="Cosine threshold (default: the index's calibrated one)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per clip (JSON lines)."),
     out_file: Path | None = typer.Option(None, "--out", "-o", help="Also write results to FILE.jsonl|csv|parquet."),
     model: str | None = typer.Option(None, "--model", "-m", help="Refuse unless the index was built with this model."),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), help="Clips embedded at once."),
-) -> int:
+) -> None:
     """Who is speaking in each clip? The top-k enrolled identities and a verdict (or `unknown`)."""
     from .identify import identify as run_identify
 
+    threshold = _threshold(threshold)
     if k < 1:
         raise CliError(f"-k must be at least 1, got {k}")
     if workers < 1:
@@ -496,16 +632,19 @@ def identify(
                   f"threshold {thr if thr is None else f'{thr:.3f}'} ({how})")
     clip_w = min(48, max(4, *(len(str(p)) for p in files)))
     verdict_w = min(24, max(7, *(len(s) for s in ix.speakers())))
-    failed = 0
+    failures: list[tuple[str, str]] = []
     try:
         for n, (path, res) in enumerate(_embed_in_order(emb, files, workers)):
             ident = None if isinstance(res, SpeakeridError) else run_identify(ix, res.vector, k, threshold)[0]
-            failed += ident is None
             row = _result_row(path, res, ident, emb.model)
+            if ident is None:
+                failures.append((str(path), row["error"]))
+            for w in row["warnings"]:
+                _warn(f"{path}: {w}")
             if sink is not None:
                 sink.write(row)
             if as_json:
-                sys.stdout.write(json.dumps(row) + "\n")
+                sys.stdout.write(json.dumps(row, allow_nan=False) + "\n")
                 sys.stdout.flush()
                 continue
             t = _row_table(n == 0, clip_w, verdict_w, k)
@@ -519,16 +658,17 @@ def identify(
     finally:
         if sink is not None:
             sink.close()
-    if failed:
-        err.print(f"{failed} of {len(files)} clips failed")
-    return 1 if failed == len(files) else 0
+    _report_failures(failures, len(files))
+    _finish(EXIT_SOME_FAILED if failures else EXIT_OK)
 
 
 def _build_demo_index(speakers_dir: Path, index_dir: Path):
     """The demo gallery, built (or brought up to date) by the corpus indexer."""
     from .index import SpeakerIndex
     from .indexer import build_index
+    from .models import store
 
+    store.pull("campplus", progress=_progress_line)  # the first run downloads and converts it: say so
     build_index(speakers_dir, index_dir, model="campplus")
     return SpeakerIndex.open(index_dir)
 
@@ -582,7 +722,7 @@ def bench_verify(
     workers: int = typer.Option(os.cpu_count() or 1, help="Clips embedded at once."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache root (default $SPEAKERID_HOME/embcache)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Embed everything, read and write no cache."),
-    no_vad: bool = typer.Option(False, "--no-vad"),
+    no_vad: bool = typer.Option(False, "--no-vad", help="Embed the whole clips, silence included."),
 ) -> None:
     """Verification EER and minDCF (0.01, 0.05) on a VoxCeleb trial list; writes results.json, report.md, plots."""
     from .bench.console import verify_command
@@ -602,7 +742,7 @@ def bench_identify(
     workers: int = typer.Option(os.cpu_count() or 1, help="Clips embedded at once."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache root (default $SPEAKERID_HOME/embcache)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Embed everything, read and write no cache."),
-    no_vad: bool = typer.Option(False, "--no-vad"),
+    no_vad: bool = typer.Option(False, "--no-vad", help="Embed the whole clips, silence included."),
 ) -> None:
     """Closed-set top-1/top-5 and open-set FNIR at FPIR 1 % on a VoxCeleb identification split."""
     from .bench.console import identify_command

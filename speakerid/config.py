@@ -11,6 +11,7 @@ configs/ maps section names to these dataclasses::
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,20 @@ from typing import Any, TypeVar
 from .errors import ConfigError
 
 T = TypeVar("T")
+
+
+def check_threshold(value: Any, what: str = "threshold") -> float:
+    """A cosine threshold as a float: finite and within [-1, 1], else ConfigError.
+
+    NaN would silently reject (or, compared the other way, accept) everything, and a value
+    outside [-1, 1] can never be met by a cosine, so both are refused."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number in [-1, 1], got {value!r}") from None
+    if not math.isfinite(t) or not -1.0 <= t <= 1.0:
+        raise ConfigError(f"{what} must be a finite cosine in [-1, 1], got {value!r}")
+    return t
 
 
 @dataclass(frozen=True)

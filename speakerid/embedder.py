@@ -21,7 +21,7 @@ import numpy as np
 from . import audio as audio_mod
 from . import features as F
 from .config import AudioOptions, EmbedOptions, VadOptions, from_mapping
-from .errors import ConfigError, ModelMismatchError, NoSpeechError, SpeakeridError
+from .errors import ConfigError, CorruptModelError, ModelMismatchError, NoSpeechError, SpeakeridError
 from .models import store
 from .models.registry import DEFAULT_MODEL
 from .models.spec import ONNX_FILE, ModelSpec
@@ -45,6 +45,8 @@ class Embedding:
     duration_s: float
     speech_s: float
     source: str = ""
+    #: What was wrong with the input but did not stop the embedding (a truncated file...).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +63,7 @@ class Prepared:
     speech_s: float
     features: tuple[np.ndarray, ...]
     weights: tuple[float, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def nbytes(self) -> int:
@@ -72,7 +75,7 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
-def _session(path: Path, threads: int | None):
+def _session(path: Path, threads: int | None, spec: ModelSpec):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -81,7 +84,13 @@ def _session(path: Path, threads: int | None):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        fix = ("pull the model again (forced) to convert it anew" if spec.builtin
+               else "remove it and add it again from its ONNX file")
+        detail = " ".join(str(exc).split())  # one line
+        raise CorruptModelError(f"model {spec.name}: ONNX Runtime cannot load {path}: {detail}; {fix}") from None
 
 
 class _FrontEnd:
@@ -167,7 +176,7 @@ class Embedder:
         if audio.sample_rate_hz != self.spec.sample_rate_hz:
             audio = AudioOptions(**{**audio.__dict__, "sample_rate_hz": self.spec.sample_rate_hz})
         self.audio_options, self.vad_options, self.embed_options = audio, vad, embed
-        self._session = _session(model_dir / ONNX_FILE, embed.threads)
+        self._session = _session(model_dir / ONNX_FILE, embed.threads, self.spec)
         self._check_io()
         self._frontend = _FrontEnd(self.spec, model_dir, self._run)
         self._vad: SileroVad | None = None
@@ -220,14 +229,16 @@ class Embedder:
         out = self._session.run([self.spec.output_name], {self.spec.input_name: np.ascontiguousarray(batch, np.float32)})[0]
         return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
 
-    def _blocks(self, source: Source, sample_rate_hz: int | None) -> tuple[Iterator[np.ndarray], str]:
+    def _blocks(
+        self, source: Source, sample_rate_hz: int | None, warnings: list[str]
+    ) -> tuple[Iterator[np.ndarray], str]:
         if isinstance(source, np.ndarray):
             if sample_rate_hz is None:
                 raise ConfigError("sample_rate_hz is required when embedding samples in memory")
             samples = audio_mod.prepare(source, sample_rate_hz, self.audio_options)
             step = int(self.audio_options.block_s * self.audio_options.sample_rate_hz)
             return (samples[i : i + step] for i in range(0, len(samples), step)), "<samples>"
-        return audio_mod.iter_blocks(source, self.audio_options), str(source)
+        return audio_mod.iter_blocks(source, self.audio_options, warnings), str(source)
 
     def _speech_windows(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Consecutive windows of speech (``window_s`` long, the last one shorter)."""
@@ -249,10 +260,10 @@ class Embedder:
     def embed_detailed(self, source: Source, sample_rate_hz: int | None = None) -> Embedding:
         """Embed one clip (a path, or samples with their rate) and say what it was made from."""
         sr = self.audio_options.sample_rate_hz
-        name, outs, weights, total, speech = self._per_window(
+        name, outs, weights, total, speech, warnings = self._per_window(
             source, sample_rate_hz, lambda win: l2_normalize(self._frontend.window(win))
         )
-        return self._combine(name, outs, weights, total / sr, speech / sr)
+        return self._combine(name, outs, weights, total / sr, speech / sr, warnings)
 
     def prepare(self, source: Source, sample_rate_hz: int | None = None) -> Prepared:
         """Everything but the encoder: decode, VAD and front end (thread-safe, no model run).
@@ -261,10 +272,12 @@ class Embedder:
         same and raised here (NoSpeechError, AudioDecodeError...).
         """
         sr = self.audio_options.sample_rate_hz
-        name, feats, weights, total, speech = self._per_window(source, sample_rate_hz, self._frontend.features)
+        name, feats, weights, total, speech, warnings = self._per_window(
+            source, sample_rate_hz, self._frontend.features
+        )
         return Prepared(
             source=name, model=self.model, duration_s=total / sr, speech_s=speech / sr,
-            features=tuple(feats), weights=tuple(weights),
+            features=tuple(feats), weights=tuple(weights), warnings=warnings,
         )
 
     def encode(self, prepared: Sequence[Prepared]) -> list[Embedding]:
@@ -290,17 +303,19 @@ class Embedder:
         else:
             window_vecs = [[l2_normalize(fe.encode(f)) for f in p.features] for p in prepared]
         return [
-            self._combine(p.source, vecs, list(p.weights), p.duration_s, p.speech_s)
+            self._combine(p.source, vecs, list(p.weights), p.duration_s, p.speech_s, p.warnings)
             for p, vecs in zip(prepared, window_vecs)
         ]
 
     def _per_window(
         self, source: Source, sample_rate_hz: int | None, fn: Callable[[np.ndarray], np.ndarray]
-    ) -> tuple[str, list[np.ndarray], list[float], int, int]:
-        """``fn`` of each speech window: (name, outputs, weights, samples read, speech samples)."""
-        blocks, name = self._blocks(source, sample_rate_hz)
+    ) -> tuple[str, list[np.ndarray], list[float], int, int, tuple[str, ...]]:
+        """``fn`` of each speech window: (name, outputs, weights, samples read, speech samples,
+        warnings)."""
+        warnings: list[str] = []
+        blocks, name = self._blocks(source, sample_rate_hz, warnings)
         try:
-            return (name, *self._windows_of(blocks, name, fn))
+            return (name, *self._windows_of(blocks, name, fn), tuple(warnings))
         except NoSpeechError as exc:  # say which clip; keep the type (TooShortError...)
             if name in str(exc):
                 raise
@@ -335,14 +350,16 @@ class Embedder:
         return outs, weights, total, speech
 
     def _combine(
-        self, name: str, vecs: list[np.ndarray], weights: list[float], duration_s: float, speech_s: float
+        self, name: str, vecs: list[np.ndarray], weights: list[float], duration_s: float, speech_s: float,
+        warnings: tuple[str, ...] = (),
     ) -> Embedding:
         """Weighted mean of unit window embeddings -> the clip's Embedding."""
         w = np.asarray(weights, dtype=np.float64)[:, None]
         vector = l2_normalize((np.stack(vecs) * w).sum(axis=0) / w.sum())
         if not np.all(np.isfinite(vector)):
             raise SpeakeridError(f"{name}: model {self.model} produced a non-finite embedding")
-        return Embedding(vector=vector, model=self.model, duration_s=duration_s, speech_s=speech_s, source=name)
+        return Embedding(vector=vector, model=self.model, duration_s=duration_s, speech_s=speech_s, source=name,
+                         warnings=warnings)
 
     def embed(self, source: Source, sample_rate_hz: int | None = None) -> np.ndarray:
         """The float32 L2-normalised embedding of one clip."""

@@ -20,15 +20,16 @@ SCHEMA = pa.schema([
     ("model", pa.string()),
     ("embedding", pa.list_(pa.float32())),
     ("error", pa.string()),
+    ("warnings", pa.list_(pa.string())),
 ])
 
 
 def _row(path: Path, res: Embedding | SpeakeridError, model: str) -> dict:
     if isinstance(res, Embedding):
         return {"path": str(path), "duration_s": res.duration_s, "speech_s": res.speech_s, "model": model,
-                "embedding": res.vector.tolist(), "error": None}
+                "embedding": res.vector.tolist(), "error": None, "warnings": list(res.warnings)}
     return {"path": str(path), "duration_s": None, "speech_s": None, "model": model, "embedding": None,
-            "error": f"{type(res).__name__}: {res}"}
+            "error": f"{type(res).__name__}: {res}", "warnings": []}
 
 
 def write_embeddings(
@@ -83,4 +84,6 @@ def write_embeddings(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return {"rows": len(rows), "failed": failed, "audio_s": audio_s}
+    failures = [(r["path"], r["error"]) for r in rows if r["error"] is not None]
+    warnings = [(r["path"], w) for r in rows for w in r["warnings"]]
+    return {"rows": len(rows), "failed": failed, "audio_s": audio_s, "failures": failures, "warnings": warnings}

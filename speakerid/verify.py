@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import check_threshold
 from .embedder import Embedder, Embedding, Source, cosine
 from .errors import ConfigError
 
@@ -36,6 +37,6 @@ def verify(
         embedder = Embedder(model) if model else Embedder()
     elif model is not None and model != embedder.model:
         raise ConfigError(f"model={model!r} but the embedder given runs {embedder.model!r}")
+    t = embedder.default_threshold if threshold is None else check_threshold(threshold)
     ea, eb = embedder.embed_batch([a, b], workers=2)
-    t = embedder.default_threshold if threshold is None else float(threshold)
     return Verification(score=cosine(ea.vector, eb.vector), threshold=t, model=embedder.model, a=ea, b=eb)

@@ -254,11 +254,11 @@ def test_embed_directory_to_parquet(runner, utterances, tmp_path) -> None:
     out = tmp_path / "out" / "emb.parquet"
 
     res = runner.invoke(app, ["embed", str(d), "--out", str(out), "--workers", "2"])
-    assert res.exit_code == 0, res.output
-    assert "wrote 6 rows" in res.stderr and "(3 failed)" in res.stderr
+    assert res.exit_code == 1, res.output  # three inputs failed: listed, exit 1
+    assert "wrote 6 rows" in res.stderr and "(3 failed)" in res.stderr and "3 of 6 clips failed" in res.stderr
 
     table = pq.read_table(out)
-    assert table.column_names == ["path", "duration_s", "speech_s", "model", "embedding", "error"]
+    assert table.column_names == ["path", "duration_s", "speech_s", "model", "embedding", "error", "warnings"]
     assert table.schema.field("embedding").type == pa.list_(pa.float32())
     rows = {Path(r["path"]).relative_to(d).as_posix(): r for r in table.to_pylist()}
     assert sorted(rows) == ["a.wav", "empty.wav", "sub/b.flac", "sub/deeper/c.ogg", "sub/deeper/random.wav",
@@ -286,7 +286,7 @@ def test_embed_files_and_bad_arguments(runner, utterances, tmp_path, monkeypatch
     out = tmp_path / "two.parquet"
     res = runner.invoke(app, ["embed", str(good), str(tmp_path / "missing.wav"), "--out", str(out),
                               "--workers", "1", "--no-vad", "-m", "ge2e"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # the missing clip is listed
     rows = pq.read_table(out).to_pylist()
     assert [r["path"] for r in rows] == [str(good), str(tmp_path / "missing.wav")]
     assert rows[0]["error"] is None and len(rows[0]["embedding"]) == 256 and rows[0]["model"] == "ge2e"

@@ -387,7 +387,7 @@ def test_cli_identify(speech: dict, tmp_path: Path, monkeypatch, capsys) -> None
     clips = [*known, stranger, broken]
     code, out, err = run_cli(["identify", *clips, "--index", tmp_path / "ix", "-k", 3, "--json",
                               "--out", tmp_path / "r.parquet"], monkeypatch, capsys)
-    assert code == 0, err
+    assert code == 1, err  # one clip failed: listed, exit 1
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["clip"] for r in rows] == [str(c) for c in clips]  # input order
     assert [r["verdict"] for r in rows[:3]] == speech["enrolled"][:3]
@@ -413,7 +413,7 @@ def test_cli_identify(speech: dict, tmp_path: Path, monkeypatch, capsys) -> None
 
     code, out, err = run_cli(["identify", broken, tmp_path / "missing.wav", "--index", tmp_path / "ix"],
                              monkeypatch, capsys)
-    assert code == 1 and "2 of 2 clips failed" in err  # every clip failed: non-zero
+    assert code == 1 and "2 of 2 clips failed" in err  # every clip failed: listed, exit 1
 
 
 def test_cli_identify_errors(speech: dict, tmp_path: Path, monkeypatch, capsys) -> None:
