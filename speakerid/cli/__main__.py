@@ -1,0 +1,5 @@
+"""``python -m speakerid.cli``: the same as the ``speakerid`` command."""
+
+from . import main
+
+main()
