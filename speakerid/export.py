@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ._io import PRIVATE_FILE, atomic_file
 from .embedder import Embedder, Embedding
 from .errors import ConfigError, SpeakeridError
+from .progress import Progress, report
 
 SCHEMA = pa.schema([
     ("path", pa.string()),
@@ -33,57 +33,39 @@ def _row(path: Path, res: Embedding | SpeakeridError, model: str) -> dict:
 
 
 def write_embeddings(
-    files: Sequence[Path], out_file: Path, embedder: Embedder, *, workers: int = 1, console=None
+    files: Sequence[Path], out_file: Path, embedder: Embedder, *, workers: int = 1,
+    progress: Progress | None = None,
 ) -> dict:
-    """Embed ``files`` and write them atomically to ``out_file``; returns row and failure counts.
+    """Embed ``files`` and write them atomically (owner-only) to ``out_file``.
 
-    Rows keep the input order. With a rich ``console``, a progress bar shows clips, audio time
-    and failures as they finish.
+    Rows keep the input order. ``progress("embedding", done, total, audio_s=..., failed=...)``
+    is called as clips finish. Returns the row and failure counts, the failures and warnings.
     """
     out_file = Path(out_file)
     if out_file.suffix.lower() != ".parquet":
-        raise ConfigError(f"--out must name a .parquet file, got {out_file}")
+        raise ConfigError(f"the output must be a .parquet file, got {out_file}")
     if not files:
         raise ConfigError("no input files")
     results: list[Embedding | SpeakeridError | None] = [None] * len(files)
-    progress = None
-    if console is not None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[audio]}"), TimeRemainingColumn(), console=console,
-                            transient=True, disable=len(files) < 2 or not console.is_terminal)
     audio_s = 0.0
-    failed = 0
+    failed = done_count = 0
 
     def done(i: int, res) -> None:
-        nonlocal audio_s, failed
+        nonlocal audio_s, failed, done_count
         results[i] = res
+        done_count += 1
         if isinstance(res, Embedding):
             audio_s += res.duration_s
         else:
             failed += 1
-        if progress is not None:
-            progress.update(task, advance=1, audio=f"{audio_s / 60:.1f} min audio, {failed} failed")
+        report(progress, "embedding", done_count, len(files), audio_s=audio_s, failed=failed)
 
-    if progress is not None:
-        progress.start()
-        task = progress.add_task("embed", total=len(files), audio="")
-    try:
-        embedder.embed_batch(list(files), workers=workers, errors="return", on_done=done)
-    finally:
-        if progress is not None:
-            progress.stop()
+    report(progress, "embedding", 0, len(files), audio_s=0.0, failed=0)
+    embedder.embed_batch(list(files), workers=workers, errors="return", on_done=done)
     rows = [_row(p, r, embedder.model) for p, r in zip(files, results)]  # type: ignore[arg-type]
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_file.parent, prefix=f".{out_file.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
-        os.replace(tmp, out_file)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(out_file, PRIVATE_FILE) as f:
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), f)
     failures = [(r["path"], r["error"]) for r in rows if r["error"] is not None]
     warnings = [(r["path"], w) for r in rows for w in r["warnings"]]
     return {"rows": len(rows), "failed": failed, "audio_s": audio_s, "failures": failures, "warnings": warnings}

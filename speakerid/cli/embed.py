@@ -24,6 +24,7 @@ from ._common import (
     threshold_arg,
     warn,
 )
+from ._progress import RichProgress
 
 
 @app.command()
@@ -73,7 +74,8 @@ def embed(
         raise CliError(f"--workers must be at least 1, got {workers}")
     files = expand_inputs(paths)
     emb = make_embedder(model, no_vad, threads=1 if workers > 1 else None)
-    summary = write_embeddings(files, out_file, emb, workers=workers, console=err)
+    with RichProgress(err) as bar:
+        summary = write_embeddings(files, out_file, emb, workers=workers, progress=bar)
     for path, w in summary["warnings"]:
         warn(f"{path}: {w}")
     if as_json:
