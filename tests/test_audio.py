@@ -87,6 +87,8 @@ def test_truncated_data_still_decodes_what_is_there(tmp_path: Path) -> None:
     p.write_bytes(good.read_bytes()[: 44 + 2 * 8000])
     x = load(p)
     assert 7000 <= len(x) <= 8000
+    assert audio.probe(p).warnings and "truncated" in audio.probe(p).warnings[0]
+    assert not audio.probe(good).warnings
 
 
 def test_random_bytes(tmp_path: Path) -> None:
@@ -350,3 +352,36 @@ def test_pyav_fallback(tmp_path: Path, monkeypatch) -> None:
     bad.write_bytes(b"junk" * 10)
     with pytest.raises(AudioDecodeError, match="bad.xyz.*PyAV: Invalid data"):
         load(bad)
+
+
+# --- PyAV (a default dependency): m4a/AAC and Opus, as VoxCeleb2 ships ------------------------
+
+
+def _encode(path: Path, x: np.ndarray, rate: int, codec: str) -> Path:
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=rate)
+        s.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(x[None, :].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate = rate
+        for pkt in [*s.encode(frame), *s.encode(None)]:
+            c.mux(pkt)
+    return path
+
+
+@pytest.mark.parametrize(("suffix", "codec"), [(".m4a", "aac"), (".opus", "libopus")])
+def test_compressed_speech_decodes_out_of_the_box(suffix, codec, tmp_path: Path, librispeech: Path) -> None:
+    import soxr
+
+    from speakerid import Embedder
+
+    x, sr = sf.read(librispeech / "103-1240-0000.flac", dtype="float32")
+    x = x[: 6 * sr]
+    up = soxr.resample(x, sr, 48000)
+    p = _encode(tmp_path / f"speech{suffix}", up, 48000, codec)
+    y = load(p)
+    assert abs(len(y) - len(x)) < 0.05 * sr  # codec priming/padding only
+    emb = Embedder("campplus")
+    cos = float(emb.embed(p) @ emb.embed(x, sample_rate_hz=sr))
+    assert cos > 0.95, cos  # the same speech, lossy-coded
