@@ -76,6 +76,11 @@ class WeightsHashError(ModelError):
     """Downloaded weights do not match the pinned sha256."""
 
 
+class CorruptModelError(ModelError):
+    """A cached model file no longer matches the size or sha256 recorded when it was written, or
+    ONNX Runtime cannot load it, and it could not be rebuilt (user-added models never can)."""
+
+
 class CheckpointError(ModelError):
     """A torch checkpoint could not be read safely (unexpected pickled object, bad archive)."""
 

@@ -12,7 +12,8 @@ from ..errors import ModelError
 
 SPEC_FILE = "spec.json"
 ONNX_FILE = "model.onnx"
-SPEC_VERSION = 1
+#: 2: ``checksums`` (size and sha256 of every file of the model) added. A version-1 spec has none.
+SPEC_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class ModelSpec:
     description: str = ""
     #: Extra files beside the ONNX file, by role (e.g. {"mean": "mean.npy"}).
     files: dict[str, str] = field(default_factory=dict)
+    #: Every file of the model (the ONNX file and the ``files`` above) by file name, as written
+    #: into the store: {"model.onnx": {"sha256": "...", "size": 27486605}}. Checked before use
+    #: (speakerid.models.store); empty in specs written before SPEC_VERSION 2.
+    checksums: dict[str, dict[str, Any]] = field(default_factory=dict)
     builtin: bool = True
     spec_version: int = SPEC_VERSION
 

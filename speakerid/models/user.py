@@ -23,7 +23,7 @@ from ..config import from_mapping, load_yaml, to_mapping
 from ..errors import ConfigError, ModelError
 from .registry import BUILTIN
 from .spec import ONNX_FILE, ModelSpec
-from .store import _install_dir, _models_dir, sha256_file
+from .store import _install_dir, _models_dir, checksums
 
 FRONTENDS = ("autospeech", "fbank")
 USER_CONVERTER_VERSION = "user-1"
@@ -135,13 +135,16 @@ def add_model(
             kind = "kaldi_fbank"
         iname, oname, dim = _probe_graph(tmp / ONNX_FILE, cfg.input_name, cfg.output_name, probe, onnx_file)
         t = threshold if threshold is not None else cfg.default_threshold
+        # checked before every use (speakerid.models.store); model.onnx is a byte copy of the
+        # user's file, so its sha256 is also the spec's weights_sha256
+        sums = checksums(tmp, [ONNX_FILE, *files.values()])
         spec = ModelSpec(
             name=name,
             dim=dim,
             sample_rate_hz=opts.sample_rate_hz,
             frontend=kind,
             frontend_options=to_mapping(opts),
-            weights_sha256=sha256_file(onnx_file),
+            weights_sha256=sums[ONNX_FILE]["sha256"],
             converter_version=USER_CONVERTER_VERSION,
             default_threshold=float(t) if t is not None else 0.5,
             input_name=iname,
@@ -149,6 +152,7 @@ def add_model(
             source=str(onnx_file.resolve()),
             description=cfg.description or f"user model ({frontend} front end)",
             files=files,
+            checksums=sums,
             builtin=False,
         )
         spec.save(tmp)
