@@ -324,7 +324,7 @@ def test_models_list_and_info(runner) -> None:
 
     res = runner.invoke(app, ["models", "pull", "campplus"])
     assert res.exit_code == 0, res.output
-    assert res.stdout.startswith("campplus: 192-d, front end kaldi_fbank")
+    assert res.stdout.startswith("campplus ready: 192-d, front end kaldi_fbank")
 
 
 def test_usage_errors_exit_2_without_traceback() -> None:

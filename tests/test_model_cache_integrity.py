@@ -499,3 +499,21 @@ def test_corrupt_vad_file_is_extracted_again(home, monkeypatch, caplog) -> None:
     assert isinstance(exc.value, ModelError)
     with pytest.raises(CorruptModelError):
         Embedder("ge2e")  # the VAD every model runs behind
+
+
+def test_cli_lists_the_damage_and_pull_repairs_it(home, monkeypatch, capsys) -> None:
+    d = home / "models" / "ge2e"
+    size = _truncate(d / ONNX_FILE)
+    code, out, _ = run_main(["models", "list"], monkeypatch, capsys)
+    assert code == 0
+    lines = out.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("ge2e"))
+    assert lines[row].split()[:2] == ["ge2e", "corrupt"]
+    assert f"model.onnx is {size // 2} bytes, expected {size}" in lines[row + 1]
+    assert "speakerid models pull ge2e" in lines[row + 1]
+    code, out, _ = run_main(["models", "list", "--json"], monkeypatch, capsys)
+    states = {r["name"]: r["state"] for r in json.loads(out)}
+    assert states["ge2e"] == "corrupt" and states["campplus"] == "cached"
+    code, out, _ = run_main(["models", "pull", "ge2e", "--json"], monkeypatch, capsys)
+    assert code == 0 and json.loads(out)["was"] == "corrupt" and json.loads(out)["state"] == "cached"
+    assert (d / ONNX_FILE).stat().st_size == size

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -10,6 +9,7 @@ import typer
 from ._common import (
     app,
     out,
+    print_json,
     progress_line,
     threshold_arg,
 )
@@ -18,33 +18,63 @@ models_app = typer.Typer(no_args_is_help=True, help="List, pull, inspect and add
 app.add_typer(models_app, name="models")
 
 
+JSON_OPT = typer.Option(False, "--json", help="Print JSON.")
+
+
+def _fix(name: str) -> str:
+    """What to do about a damaged or stale cached model."""
+    from ..models.registry import BUILTIN
+
+    if name in BUILTIN:
+        return f"repaired on next use, or now by `speakerid models pull {name}`"
+    return f"remove it and run `speakerid models add {name} ...` again from its ONNX file"
+
+
 @models_app.command("list")
-def models_list() -> None:
-    """Models by name, and whether each is cached."""
+def models_list(as_json: bool = JSON_OPT) -> None:
+    """Models by name, and the state of each in the cache (cached, corrupt, stale, not pulled)."""
     from ..models import store
 
+    rows = []
     for name in store.available_models():
         i = store.info(name)
-        state = "cached" if i["cached"] else "not pulled"
         desc = i.get("description") or i.get("spec", {}).get("description", "")
-        out.print(f"{name:<12} {state:<11} {desc}")
+        rows.append({"name": name, "state": i["state"], "problem": i.get("problem"), "description": desc})
+        if not as_json:
+            out.print(f"{name:<12} {i['state']:<11} {desc}", markup=False)
+            if i["state"] in ("corrupt", "stale"):
+                out.print(f"{'':<12} {i.get('problem') or ''}: {_fix(name)}", markup=False)
+    if as_json:
+        print_json(rows)
 
 
 @models_app.command("pull")
-def models_pull(name: str = typer.Argument(...), force: bool = typer.Option(False, help="Convert again.")) -> None:
-    """Download, verify and convert a model into the cache."""
+def models_pull(
+    name: str = typer.Argument(...),
+    force: bool = typer.Option(False, "--force", help="Convert again even if the cached copy is intact."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Download, verify and convert a model into the cache (a damaged cached copy is repaired)."""
     from ..models import store
 
+    before = store.info(name)["state"]
     spec = store.pull(name, force=force, progress=progress_line)
-    out.print(f"{spec.name}: {spec.dim}-d, front end {spec.frontend}, weights sha256 {spec.weights_sha256[:16]}…")
+    if as_json:
+        print_json({"name": spec.name, "dim": spec.dim, "frontend": spec.frontend,
+                    "weights_sha256": spec.weights_sha256, "was": before, "state": store.info(name)["state"]})
+        return
+    what = "repaired" if before in ("corrupt", "stale") else "ready"
+    out.print(f"{spec.name} {what}: {spec.dim}-d, front end {spec.frontend}, "
+              f"weights sha256 {spec.weights_sha256[:16]}…")
 
 
 @models_app.command("info")
-def models_info(name: str = typer.Argument(...)) -> None:
+def models_info(name: str = typer.Argument(...),
+                as_json: bool = typer.Option(True, "--json", help="Print JSON (the only format).")) -> None:
     """Everything known about a model, as JSON."""
     from ..models import store
 
-    out.print_json(json.dumps(store.info(name), default=str))
+    print_json(store.info(name))
 
 
 @models_app.command("add")
@@ -56,12 +86,17 @@ def models_add(
     std: Path | None = typer.Option(None, help="Feature std .npy (autospeech)."),
     config: Path | None = typer.Option(None, help="yaml with front-end options and model io (fbank)."),
     threshold: float | None = typer.Option(None, help="Default verification threshold."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Add your own ONNX encoder (e.g. AutoSpeech's proposed_veri.onnx, a WeSpeaker export)."""
     from ..models.user import add_model
 
     threshold = threshold_arg(threshold)
     spec = add_model(name, onnx_file, frontend=frontend, mean=mean, std=std, config=config, threshold=threshold)
+    if as_json:
+        print_json({"name": spec.name, "dim": spec.dim, "frontend": spec.frontend,
+                    "weights_sha256": spec.weights_sha256, "default_threshold": spec.default_threshold})
+        return
     out.print(f"added {spec.name}: {spec.dim}-d, front end {spec.frontend}, sha256 {spec.weights_sha256[:16]}…")
 
 
