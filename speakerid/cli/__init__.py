@@ -28,6 +28,9 @@ __all__ = ["CliError", "app", "err", "main", "out"]
 def main() -> None:
     from typer.exceptions import TyperException
 
+    from ._progress import log_to
+
+    log_to(err)  # the library's log records (downloads, repairs, warnings) as lines on stderr
     try:
         rv = app(standalone_mode=False)
     except SpeakeridError as exc:
