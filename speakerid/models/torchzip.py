@@ -9,6 +9,12 @@ Both formats torch.save has written are supported:
 The unpickler resolves only an allow-list of globals (ordered dicts, tensor and parameter
 rebuild functions, typed storages). Any other global raises :class:`CheckpointError`, so a
 malicious checkpoint cannot execute code while being read.
+
+A few checkpoints also pickle metadata objects beside their tensors (pyannote.audio's
+``Specifications``, torch's ``TorchVersion``...). Those named in ``_METADATA`` resolve to inert
+stand-ins defined here (:class:`PickledMetadata` records the arguments and state it is given,
+:class:`TorchVersion` is a plain ``str``): the real classes are never imported, nothing of
+theirs runs, and every other global is still refused.
 """
 
 from __future__ import annotations
@@ -87,11 +93,57 @@ def _rebuild_parameter(data, *_rest):
     return data
 
 
+class TorchVersion(str):
+    """Stand-in for ``torch.torch_version.TorchVersion`` (a ``str`` subclass): the version string."""
+
+    __slots__ = ()
+
+
+class PickledMetadata:
+    """Inert stand-in for a metadata object pickled in a checkpoint.
+
+    Calling the stand-in (pickle's REDUCE / NEWOBJ) only records the arguments; restoring its
+    state (BUILD) only stores the state. ``qualname`` is the pickled ``module.name``.
+    """
+
+    __slots__ = ("args", "kwargs", "state")
+    qualname = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> PickledMetadata:
+        obj = super().__new__(cls)
+        obj.args, obj.kwargs, obj.state = args, kwargs, None
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass  # everything was recorded by __new__
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<{self.qualname} args={self.args!r} state={self.state!r}>"
+
+
+def _metadata(module: str, name: str) -> type[PickledMetadata]:
+    return type(name, (PickledMetadata,), {"__slots__": (), "qualname": f"{module}.{name}"})
+
+
+#: Metadata globals that resolve to stand-ins (never to the real class).
+_METADATA: dict[tuple[str, str], type] = {
+    ("torch.torch_version", "TorchVersion"): TorchVersion,
+    **{
+        ("pyannote.audio.core.task", name): _metadata("pyannote.audio.core.task", name)
+        for name in ("Specifications", "Problem", "Resolution")
+    },
+}
+
+
 _ALLOWED = {
     ("collections", "OrderedDict"): OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    **_METADATA,
 }
 
 
@@ -136,6 +188,8 @@ def _materialise(obj: Any) -> Any:
         return [_materialise(v) for v in obj]
     if isinstance(obj, tuple):
         return tuple(_materialise(v) for v in obj)
+    if isinstance(obj, PickledMetadata):
+        obj.state = _materialise(obj.state)
     return obj
 
 
