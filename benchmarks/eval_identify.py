@@ -1,6 +1,6 @@
 """Open-set identification on librispeech-251, split in time, for each scoring rule.
 
-Protocol (speakerid.protocols): an utterance of at least 4 s is cut at its midpoint, the first
+Protocol (speakerid.bench.protocols): an utterance of at least 4 s is cut at its midpoint, the first
 half enrols and the second half is the query; shorter utterances enrol whole and give no query
 (they stay in the gallery as distractors). 251 identities, 235 queries.
 
@@ -35,6 +35,7 @@ import numpy as np
 
 from speakerid import Embedder
 from speakerid.audio import load
+from speakerid.bench.protocols import read_speakers_csv, split_in_time
 from speakerid.config import EmbedOptions
 from speakerid.errors import SpeakeridError
 from speakerid.identify import (
@@ -46,7 +47,6 @@ from speakerid.identify import (
 )
 from speakerid.index import IndexSpec, SpeakerIndex
 from speakerid.metrics import fnir_at_fpir
-from speakerid.protocols import read_speakers_csv, split_in_time
 
 SR = 16000
 HERE = Path(__file__).resolve().parent

@@ -1,7 +1,7 @@
 """Verification EER/minDCF on librispeech-251 with the split-in-time protocol.
 
 Every utterance of at least 4 s is cut at its midpoint: the first half enrols, the second
-queries (speakerid.protocols). Target trials: each speaker's enrol half against its own query
+queries (speakerid.bench.protocols). Target trials: each speaker's enrol half against its own query
 half. Non-target trials: every enrol half against every other speaker's query half. The EER
 threshold is what README calls the calibrated default threshold of each model.
 
@@ -19,8 +19,8 @@ import numpy as np
 
 from speakerid import Embedder
 from speakerid.audio import load
+from speakerid.bench.protocols import read_speakers_csv, split_in_time
 from speakerid.metrics import eer, min_dcf
-from speakerid.protocols import read_speakers_csv, split_in_time
 
 
 def embed_halves(model: str, data: Path, vad: bool = True):

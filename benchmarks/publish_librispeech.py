@@ -1,6 +1,6 @@
 """The project's published accuracy figures on librispeech-251, and BENCHMARKS.md.
 
-Protocol (speakerid.protocols, split in time): each utterance of at least 4 s is cut at its
+Protocol (speakerid.bench.protocols, split in time): each utterance of at least 4 s is cut at its
 midpoint; the first half enrols, the second half queries. Shorter utterances enrol whole and
 give no query (they stay in identification galleries as distractors). 251 speakers, 235 queries.
 
@@ -55,9 +55,10 @@ SR = 16000
 def embed_corpus(model: str, data: Path, cache_root: Path | None, workers: int) -> dict[str, Any]:
     from speakerid import Embedder
     from speakerid.audio import load
+    from speakerid.bench.embcache import EmbeddingCache
+    from speakerid.bench.embedding import embed_samples
+    from speakerid.bench.protocols import read_speakers_csv, split_in_time
     from speakerid.config import EmbedOptions
-    from speakerid.embcache import EmbeddingCache, embed_samples
-    from speakerid.protocols import read_speakers_csv, split_in_time
 
     emb = Embedder(model, embed=EmbedOptions(threads=1 if workers > 1 else None))
     cache = EmbeddingCache.for_embedder(emb, cache_root)
@@ -89,7 +90,7 @@ def embed_corpus(model: str, data: Path, cache_root: Path | None, workers: int) 
 def verification(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     from speakerid.bench import verification_metrics
 
-    return {**verification_metrics(scores, labels), "target_trials": int(labels.sum()),
+    return {**verification_metrics(scores, labels).to_dict(), "target_trials": int(labels.sum()),
             "nontarget_trials": int((1 - labels).sum())}
 
 
@@ -188,7 +189,7 @@ def two_fold(embs: dict[str, dict[str, Any]], top_n: int) -> dict[str, Any]:
 def vox_layout(data: Path, base: Path) -> tuple[Path, Path, Path, float, int]:
     """A VoxCeleb-layout copy of the corpus: halves as vidA/vidB; trial list and iden_split."""
     from speakerid.audio import load
-    from speakerid.protocols import read_speakers_csv, split_in_time
+    from speakerid.bench.protocols import read_speakers_csv, split_in_time
 
     root = base / "wav"
     a_files, b_files, split_lines = [], [], []
@@ -220,9 +221,9 @@ def bench_speed(data: Path, model: str, workers: int, repeats: int) -> dict[str,
 
     from speakerid import Embedder
     from speakerid.bench import run_identify, run_verify
+    from speakerid.bench.embcache import EmbeddingCache
+    from speakerid.bench.report import write_identify_report, write_verify_report
     from speakerid.config import EmbedOptions
-    from speakerid.embcache import EmbeddingCache
-    from speakerid.report import write_identify_report, write_verify_report
 
     runs: dict[str, list[float]] = {"verify_cold": [], "verify_warm": [], "identify_warm": []}
     load = []
@@ -245,8 +246,8 @@ def bench_speed(data: Path, model: str, workers: int, repeats: int) -> dict[str,
     best = {k: min(v) for k, v in runs.items()}
     return {
         "model": model, "workers": workers, "repeats": repeats, "files": n_files, "audio_s": round(audio_s, 1),
-        "mean_file_s": round(audio_s / n_files, 2), "trials": run.results["trials"]["scored"],
-        "eer_check": run.results["systems"]["cosine"]["eer"], "top1_check": irun.results["closed_set"]["top1"],
+        "mean_file_s": round(audio_s / n_files, 2), "trials": run.results.trials.scored,
+        "eer_check": run.results.systems["cosine"].eer, "top1_check": irun.results.closed_set.top1,
         "load_average_at_start": [round(x, 2) for x in load],
         "seconds_all": {k: [round(x, 2) for x in v] for k, v in runs.items()},
         "seconds": {k: round(v, 2) for k, v in best.items()},
@@ -270,7 +271,7 @@ def librispeech_markdown(r: dict[str, Any]) -> str:
         "[benchmarks/results/librispeech.json](benchmarks/results/librispeech.json)).",
         "",
         "Each utterance of at least 4 s is cut at its midpoint: the first half enrols, the second "
-        "queries; shorter ones enrol whole and give no query (`speakerid.protocols`). 251 speakers, "
+        "queries; shorter ones enrol whole and give no query (`speakerid.bench.protocols`). 251 speakers, "
         "235 queries. minDCF: C_miss = C_fa = 1, normalised.",
         "",
         "### All speakers, cosine",

@@ -27,6 +27,7 @@ __all__ = [
     "eer",
     "fnir_at_fpir",
     "min_dcf",
+    "open_set_det_curve",
     "open_set_rates",
     "threshold_for_far",
     "threshold_for_fpir",
@@ -274,6 +275,20 @@ def threshold_for_fpir(nonmated_top_scores: Any, fpir: float) -> float:
     return _threshold_at_rate(nonmated_top_scores, fpir, "nonmated_top_scores", "fpir")
 
 
+def _open_set_searches(
+    mated_true_scores: Any, mated_is_top1: Any, nonmated_top_scores: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated (float64 mated true scores, bool rank-1 flags, float64 non-mated top scores)."""
+    ms = _scores_1d(mated_true_scores, "mated_true_scores").astype(np.float64)
+    top1 = np.asarray(mated_is_top1)
+    if top1.shape != ms.shape or top1.dtype != np.bool_:
+        raise ConfigError(
+            f"mated_is_top1 must be {ms.size} booleans, got {top1.dtype} {top1.shape}"
+        )
+    ns = _scores_1d(nonmated_top_scores, "nonmated_top_scores").astype(np.float64)
+    return ms, top1, ns
+
+
 def open_set_rates(
     mated_true_scores: Any, mated_is_top1: Any, nonmated_top_scores: Any, threshold: float
 ) -> OpenSetRates:
@@ -289,13 +304,7 @@ def open_set_rates(
     mated searches whose true identity is not returned at rank 1 with score ``>= threshold``.
     Both search sets must be non-empty.
     """
-    ms = _scores_1d(mated_true_scores, "mated_true_scores").astype(np.float64)
-    top1 = np.asarray(mated_is_top1)
-    if top1.shape != ms.shape or top1.dtype != np.bool_:
-        raise ConfigError(
-            f"mated_is_top1 must be {ms.size} booleans, got {top1.dtype} {top1.shape}"
-        )
-    ns = _scores_1d(nonmated_top_scores, "nonmated_top_scores").astype(np.float64)
+    ms, top1, ns = _open_set_searches(mated_true_scores, mated_is_top1, nonmated_top_scores)
     try:
         t = float(threshold)
     except (TypeError, ValueError):
@@ -315,3 +324,24 @@ def fnir_at_fpir(
     """
     thr = threshold_for_fpir(nonmated_top_scores, fpir)
     return open_set_rates(mated_true_scores, mated_is_top1, nonmated_top_scores, thr)
+
+
+def open_set_det_curve(
+    mated_true_scores: Any, mated_is_top1: Any, nonmated_top_scores: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Open-set DET points ``(fpir, fnir, thresholds)``, thresholds ascending.
+
+    One point per distinct score of either search set (the only thresholds where a rate
+    changes), plus a final point at ``threshold = +inf`` (reject all: FPIR 0, FNIR 1). At
+    each threshold the rates are those of :func:`open_set_rates`: FPIR is the fraction of
+    non-mated searches with top score ``>= threshold``, FNIR the fraction of mated searches
+    whose true identity is not returned at rank 1 with score ``>= threshold``. A mated search
+    whose true identity is not ranked first is missed at every threshold, so FNIR never falls
+    below the rank-1 miss rate.
+    """
+    ms, top1, ns = _open_set_searches(mated_true_scores, mated_is_top1, nonmated_top_scores)
+    thresholds = np.append(np.unique(np.concatenate([ms, ns])), np.inf)
+    hits = np.sort(ms[top1])
+    fpir = 1.0 - np.searchsorted(np.sort(ns), thresholds, side="left") / ns.size
+    fnir = 1.0 - (hits.size - np.searchsorted(hits, thresholds, side="left")) / ms.size
+    return fpir, fnir, thresholds

@@ -24,10 +24,11 @@ from speakerid.bench import (
     parse_trials,
     stats_from_scores,
 )
-from speakerid.embcache import CacheEntry, EmbeddingCache, embed_files
+from speakerid.bench.embcache import CacheEntry, EmbeddingCache
+from speakerid.bench.embedding import embed_files
+from speakerid.bench.report import staged_output
 from speakerid.errors import ConfigError
 from speakerid.metrics import eer
-from speakerid.report import staged_output
 
 N_SPEAKERS = 12
 N_COHORT = 16
@@ -92,7 +93,8 @@ def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
 
 
 def leftovers(parent: Path) -> list[str]:
-    return [p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    """Temporary or moved-aside siblings an atomic directory write may leave after a crash."""
+    return [p.name for p in parent.iterdir() if p.name.startswith(".") and p.name.endswith((".tmp", ".old"))]
 
 
 # --- protocol files ------------------------------------------------------------------------
@@ -227,7 +229,7 @@ def test_embedding_cache_reuse_counts_calls(vox, tmp_path: Path, monkeypatch) ->
     for k, v in first.vectors.items():
         np.testing.assert_array_equal(second.vectors[k], v)
     assert second.errors == first.errors
-    assert not list(cache.directory.glob(".tmp-*"))
+    assert not list(cache.directory.glob(".*.tmp"))
 
     # other options (no VAD) or weights make another cache: nothing is shared
     from speakerid.config import VadOptions
@@ -388,8 +390,103 @@ def test_bad_input_exits_2_and_writes_nothing(case, vox, tmp_path: Path, monkeyp
 def test_probit_axis_is_the_normal_quantile() -> None:
     from statistics import NormalDist
 
-    from speakerid.report import probit
+    from speakerid.bench.plots import probit
 
     p = np.array([1e-6, 0.001, 0.01, 0.02425, 0.3, 0.5, 0.9, 0.975, 0.999999])
     want = [NormalDist().inv_cdf(x) for x in p]
     np.testing.assert_allclose(probit(p), want, atol=1e-8)
+
+
+def test_probit_keeps_the_shape_of_its_input() -> None:
+    from speakerid.bench.plots import probit
+
+    assert probit(0.5).shape == () and probit(0.5)[()] == 0.0
+    grid = np.array([[0.1, 0.5], [0.1, 0.9]])
+    np.testing.assert_allclose(probit(grid), [[probit(0.1)[()], 0.0], [probit(0.1)[()], -probit(0.1)[()]]])
+
+
+# --- identification searches ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scoring", ["centroid", "best", "topn"])
+def test_mated_scores_come_from_the_gallery_ranking(tmp_path: Path, scoring: str) -> None:
+    """Own-speaker scores (ranked first, in the top 5, or below it) equal each scoring rule's
+    definition, brute-forced over the clips; non-mated scores are the best other speaker's."""
+    import hashlib
+
+    from speakerid.bench.identification import search_queries
+    from speakerid.index import IndexSpec, SpeakerIndex
+
+    rng = np.random.default_rng(3)
+    dim, n_spk = 8, 15
+    centres = rng.standard_normal((n_spk, dim))
+    owner = np.repeat(np.arange(n_spk), rng.integers(1, 5, n_spk))
+    x = centres[owner] + 0.8 * rng.standard_normal((len(owner), dim))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    names = [f"s{o:02d}" for o in owner]
+    q = rng.standard_normal((40, dim)).astype(np.float32)  # mostly far from their "own" speaker
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q_spk = [f"s{i % n_spk:02d}" for i in range(len(q))]
+
+    def rule(qv: np.ndarray, s: str) -> float:
+        clips = x[[n == s for n in names]].astype(np.float64)
+        sims = np.sort(clips @ qv.astype(np.float64))[::-1]
+        if scoring == "centroid":
+            c = clips.sum(axis=0)
+            return float(qv @ (c / np.linalg.norm(c)))
+        return float(sims[:1].mean() if scoring == "best" else sims[:3].mean())
+
+    ix = SpeakerIndex.create(tmp_path / "ix", IndexSpec(model="toy", weights_sha256="ab" * 32, dim=dim))
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(len(x))]
+    ix.add(x, names, [f"/a/{i}.wav" for i in range(len(x))], keys, [3.0] * len(x), [3.0] * len(x))
+    found = search_queries(ix, q, q_spk, scoring, 3, None)
+    ix.close()
+
+    want = np.array([rule(qv, s) for qv, s in zip(q, q_spk)])
+    np.testing.assert_allclose(found.mated_true, want, atol=1e-5)
+    assert (~found.top5).sum() >= 5, "the fixture should rank some own speakers below the top 5"
+    others = np.array([max(rule(qv, s) for s in set(names) if s != own) for qv, own in zip(q, q_spk)])
+    np.testing.assert_allclose(found.nonmated_top, others, atol=1e-5)
+    best = [max(sorted(set(names)), key=lambda s, qv=qv: rule(qv, s)) for qv in q]
+    assert found.top_speakers == best
+    np.testing.assert_array_equal(found.top1, np.array(best) == np.array(q_spk))
+
+
+# --- typed results, --json, no matplotlib ---------------------------------------------------------
+
+
+def test_results_are_frozen_and_serialise_as_results_json(vox, monkeypatch, capsys) -> None:
+    """Without matplotlib the bench still writes everything but the PNGs and says how to get
+    them (report.md, and the library's one log line, which the CLI shows on stderr); --json
+    prints exactly the results.json object."""
+    import dataclasses
+
+    from speakerid import Embedder
+    from speakerid.bench import run_verify
+
+    run = run_verify(vox["root"], vox["trials"], Embedder("campplus"),
+                     cache=EmbeddingCache.for_embedder(Embedder("campplus"), vox["base"] / "embcache"))
+    assert run.results.trials.scored == 576 and run.results.systems["cosine"].eer < 0.1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.results.model = "other"  # type: ignore[misc]
+    d = run.results.to_dict()
+    assert d["systems"]["cosine"]["min_dcf_0.01"] == run.results.systems["cosine"].min_dcf_001
+    assert json.loads(json.dumps(d, allow_nan=False)) == d
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as after a plain `pip install .`
+    for cmd, flag, listing, data in (("verify", "--trials", vox["trials"], "scores.parquet"),
+                                     ("identify", "--split", vox["split"], "queries.parquet")):
+        out = vox["base"] / f"out-noplots-{cmd}"
+        code, stdout, stderr = run_cli(
+            ["bench", cmd, "--root", vox["root"], flag, listing, "--out", out,
+             "--cache-dir", vox["base"] / "embcache", "--json"],
+            monkeypatch, capsys,
+        )
+        assert code == 0, stderr
+        assert json.loads(stdout) == json.loads((out / "results.json").read_text())
+        assert not (out / "det.png").exists() and not (out / "scores.png").exists()
+        assert (out / data).is_file()
+        md = (out / "report.md").read_text()
+        assert "pip install 'speakerid[bench]'" in md and data in md
+        hints = [line for line in stderr.splitlines() if "speakerid[bench]" in line]
+        assert len(hints) == 1 and hints[0].startswith("warning: ") and "plots not drawn" in hints[0], stderr

@@ -311,7 +311,7 @@ def speech(librispeech: Path, librispeech_rows: list[dict], tmp_path_factory) ->
     """First/second halves of 60 librispeech-251 speakers, as WAV files and campplus embeddings."""
     from speakerid import Embedder
     from speakerid.audio import load
-    from speakerid.protocols import split_in_time
+    from speakerid.bench.protocols import split_in_time
 
     rows = [r for r in librispeech_rows if float(r["duration_s"]) >= 6.0]
     rows = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))[: N_ENROLLED + N_UNENROLLED]]

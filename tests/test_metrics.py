@@ -16,6 +16,7 @@ from speakerid.metrics import (
     eer,
     fnir_at_fpir,
     min_dcf,
+    open_set_det_curve,
     open_set_rates,
     threshold_for_far,
     threshold_for_fpir,
@@ -369,3 +370,71 @@ def test_open_set_invalid():
         open_set_rates([0.5, 0.6], np.array([True]), [0.1], 0.5)
     with pytest.raises(ConfigError):
         open_set_rates([0.5], np.array([True]), [0.1], float("nan"))
+
+
+# --- open-set DET: brute force over every threshold --------------------------------------
+
+
+def brute_open_set_points(mated, top1, non):
+    """(threshold, fpir, fnir) at every distinct score of either set and +inf, by counting."""
+    points = []
+    for thr in sorted(set(map(float, mated)) | set(map(float, non))) + [math.inf]:
+        fpir = sum(1 for s in non if s >= thr) / len(non)
+        fnir = sum(1 for s, t in zip(mated, top1) if not (t and s >= thr)) / len(mated)
+        points.append((thr, fpir, fnir))
+    return points
+
+
+def open_set_searches(seed, n_mated=70, n_non=55):
+    rng = np.random.default_rng(seed)
+    mated = rng.integers(0, 12, n_mated).astype(float) / 4  # many ties, within and across sets
+    top1 = rng.random(n_mated) < 0.8
+    non = rng.integers(0, 12, n_non).astype(float) / 5
+    return mated, top1, non
+
+
+def test_open_set_det_curve_hand():
+    mated = [0.9, 0.8, 0.4, 0.95]
+    top1 = np.array([True, True, True, False])
+    non = [0.1, 0.5, 0.85, 0.3]
+    fpir, fnir, thr = open_set_det_curve(mated, top1, non)
+    np.testing.assert_array_equal(thr, [0.1, 0.3, 0.4, 0.5, 0.8, 0.85, 0.9, 0.95, np.inf])
+    np.testing.assert_allclose(fpir, [1, 3 / 4, 2 / 4, 2 / 4, 1 / 4, 1 / 4, 0, 0, 0])
+    # 0.95 is never a hit (not rank 1): FNIR starts at 1/4 and ends at 1
+    np.testing.assert_allclose(fnir, [1 / 4, 1 / 4, 1 / 4, 2 / 4, 2 / 4, 3 / 4, 3 / 4, 1, 1])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_open_set_det_curve_matches_brute_force(seed):
+    mated, top1, non = open_set_searches(seed)
+    fpir, fnir, thr = open_set_det_curve(mated, top1, non)
+    ref = brute_open_set_points(mated, top1, non)
+    np.testing.assert_array_equal(thr, [p[0] for p in ref])
+    np.testing.assert_allclose(fpir, [p[1] for p in ref])
+    np.testing.assert_allclose(fnir, [p[2] for p in ref])
+    # every point is the operating point of open_set_rates at its threshold
+    for f, n, t in zip(fpir, fnir, thr):
+        r = open_set_rates(mated, top1, non, t)
+        assert (r.fpir, r.fnir) == pytest.approx((f, n))
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("target", [0.0, 0.01, 0.05, 0.2, 0.5, 1.0])
+def test_fnir_at_fpir_matches_brute_force(seed, target):
+    """The lowest threshold whose FPIR is within the target, found by scanning every score."""
+    mated, top1, non = open_set_searches(seed)
+    r = fnir_at_fpir(mated, top1, non, fpir=target)
+    ok = [(t, fp, fn) for t, fp, fn in brute_open_set_points(mated, top1, non) if fp <= target]
+    fewest_misses = min(fn for _, _, fn in ok)  # lower thresholds never miss more
+    assert r.fpir <= target
+    assert r.fnir == pytest.approx(fewest_misses)
+    assert r.fpir == pytest.approx(max(fp for _, fp, fn in ok if fn == fewest_misses))
+
+
+def test_open_set_det_curve_invalid():
+    with pytest.raises(ConfigError):
+        open_set_det_curve([0.5], np.array([True]), [])
+    with pytest.raises(ConfigError):
+        open_set_det_curve([0.5], [1], [0.1])  # not booleans
+    with pytest.raises(ConfigError):
+        open_set_det_curve([0.5, np.inf], np.array([True, True]), [0.1])

@@ -5,42 +5,27 @@ from __future__ import annotations
 import math
 import os
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..corpus import audio_files_under
 from ..errors import ConfigError
 from ..metrics import eer, min_dcf
+from ..progress import Progress
+from .embedding import EmbedOutcome, embed_files
+from .results import EmbeddingStats, Environment, FailedFile, FileCounts, SystemMetrics, Timing
 
 if TYPE_CHECKING:
-    from ..embcache import EmbeddingCache, EmbedOutcome
     from ..embedder import Embedder
+    from .embcache import EmbeddingCache
 
-#: progress(stage, done, total): called as work advances ("hashing", "embedding", ...).
-BenchProgress = Callable[[str, int, int], None]
-
-#: Results format of results.json (bumped on incompatible changes).
-RESULTS_FORMAT = 1
-
-#: The seed project's published figures (AutoSpeech, proposed model), for comparison.
-SEED_REFERENCE: dict[str, Any] = {
-    "system": "AutoSpeech (seed project, published)",
-    "verification": {"eer": 0.0895, "protocol": "VoxCeleb1 original trial list (veri_test.txt)"},
-    "identification": {"top1": 0.8766, "protocol": "VoxCeleb1 identification split (iden_split.txt)"},
-}
-
-DCF_P_TARGETS = (0.01, 0.05)
-
-
-def stage(progress: BenchProgress | None, name: str) -> Callable[[int, int], None] | None:
-    """A (done, total) callback reporting under ``name``, or None."""
-    if progress is None:
-        return None
-    return lambda done, total: progress(name, done, total)
+#: At most this many missing / failed file names are listed in results.json (all are counted).
+LIST_AT_MOST = 50
 
 
 def audio_files(directory: str | os.PathLike[str], what: str) -> list[Path]:
@@ -55,35 +40,78 @@ def audio_files(directory: str | os.PathLike[str], what: str) -> list[Path]:
 
 
 def finite_or_none(x: float) -> float | None:
-    """JSON has no infinities: +-inf (e.g. a reject-all threshold) becomes null."""
+    """JSON has no infinities: +-inf (e.g. a reject-all threshold) becomes None."""
     return float(x) if math.isfinite(float(x)) else None
 
 
-def verification_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+def verification_metrics(scores: np.ndarray, labels: np.ndarray) -> SystemMetrics:
     """EER and minDCF at P_target 0.01 and 0.05 (C_miss = C_fa = 1, normalised) with thresholds."""
     e = eer(scores, labels)
-    out: dict[str, float | None] = {"eer": e.eer, "eer_threshold": e.threshold}
-    for p in DCF_P_TARGETS:
-        d = min_dcf(scores, labels, p_target=p, c_miss=1.0, c_fa=1.0)
-        out[f"min_dcf_{p:g}"] = d.min_dcf
-        out[f"min_dcf_{p:g}_threshold"] = finite_or_none(d.threshold)
-    return out
+    d1 = min_dcf(scores, labels, p_target=0.01, c_miss=1.0, c_fa=1.0)
+    d5 = min_dcf(scores, labels, p_target=0.05, c_miss=1.0, c_fa=1.0)
+    return SystemMetrics(
+        eer=e.eer,
+        eer_threshold=e.threshold,
+        min_dcf_001=d1.min_dcf,
+        min_dcf_001_threshold=finite_or_none(d1.threshold),
+        min_dcf_005=d5.min_dcf,
+        min_dcf_005_threshold=finite_or_none(d5.threshold),
+    )
 
 
-def environment() -> dict[str, Any]:
-    return {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-    }
+def environment() -> Environment:
+    return Environment(
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        python=platform.python_version(),
+        machine=platform.machine(),
+        cpus=os.cpu_count(),
+    )
 
 
-def rel(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
+def embedding_stats(emb: EmbedOutcome) -> EmbeddingStats:
+    s = emb.stats()
+    return EmbeddingStats(
+        requested=int(s["requested"]),
+        embedded_ok=int(s["embedded_ok"]),
+        failed=int(s["failed"]),
+        missing=int(s["missing"]),
+        distinct_cached=int(s["distinct_cached"]),
+        distinct_embedded=int(s["distinct_embedded"]),
+        embed_seconds=float(s["embed_seconds"]),
+    )
+
+
+def timing(total_s: float, emb: EmbedOutcome) -> Timing:
+    rate = round(emb.embedded_n / emb.embed_s, 3) if emb.embed_s > 0 else None
+    return Timing(total_s=round(total_s, 3), embed_s=round(emb.embed_s, 3), files_per_s_embedded=rate)
+
+
+@dataclass(frozen=True)
+class RootEmbeddings:
+    """Files named relative to a wav root, embedded: ``outcome`` is keyed by ``key[rel]``."""
+
+    outcome: EmbedOutcome
+    key: dict[str, str]
+    rel_files: list[str]
+    missing: set[str]
+    #: relative path -> error, for the files that failed to embed
+    failed: dict[str, str]
+
+    def has(self, rel: str) -> bool:
+        return self.key[rel] in self.outcome.vectors
+
+    def vector(self, rel: str) -> np.ndarray:
+        return self.outcome.vectors[self.key[rel]]
+
+    def file_counts(self) -> FileCounts:
+        return FileCounts(
+            distinct=len(self.rel_files),
+            missing=len(self.missing),
+            failed=len(self.failed),
+            missing_list=tuple(sorted(self.missing)[:LIST_AT_MOST]),
+            failed_list=tuple(FailedFile(r, self.failed[r]) for r in sorted(self.failed)[:LIST_AT_MOST]),
+            embedding=embedding_stats(self.outcome),
+        )
 
 
 def embed_under_root(
@@ -93,25 +121,13 @@ def embed_under_root(
     cache: EmbeddingCache | None,
     *,
     workers: int,
-    progress: BenchProgress | None,
-) -> tuple[EmbedOutcome, dict[str, str], set[str], dict[str, str]]:
-    """Embed files named relative to ``root`` through the cache.
-
-    Returns the embedding result (keyed by absolute path), the absolute key of each relative
-    path, the relative paths missing on disk, and the error of each relative path that failed.
-    """
-    from ..embcache import embed_files
-
-    key = {r: str(root / r) for r in rel_paths}
-    emb = embed_files(
-        [key[r] for r in rel_paths],
-        embedder,
-        cache,
-        workers=workers,
-        progress=stage(progress, "embedding"),
-        hash_progress=stage(progress, "hashing"),
-    )
+    progress: Progress | None,
+) -> RootEmbeddings:
+    """Embed the distinct files named relative to ``root`` through the cache."""
+    rel_files = list(dict.fromkeys(rel_paths))
+    key = {r: str(root / r) for r in rel_files}
+    emb = embed_files([key[r] for r in rel_files], embedder, cache, workers=workers, progress=progress)
     missing_keys = set(emb.missing)
-    missing = {r for r in rel_paths if key[r] in missing_keys}
-    failed = {r: emb.errors[key[r]] for r in rel_paths if key[r] in emb.errors}
-    return emb, key, missing, failed
+    missing = {r for r in rel_files if key[r] in missing_keys}
+    failed = {r: emb.errors[key[r]] for r in rel_files if key[r] in emb.errors}
+    return RootEmbeddings(emb, key, rel_files, missing, failed)

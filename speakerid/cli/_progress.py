@@ -85,4 +85,3 @@ def log_to(console: Console) -> None:
     if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
         logger.addHandler(_ConsoleHandler(console))
     logger.setLevel(logging.INFO)
-    logger.propagate = False

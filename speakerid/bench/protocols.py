@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
+
+__all__ = ["MIN_SPLIT_S", "Utterance", "read_speakers_csv", "split_in_time"]
 
 MIN_SPLIT_S = 4.0
 
@@ -37,7 +39,9 @@ def read_speakers_csv(directory: str | Path) -> list[Utterance]:
     return [Utterance(r["speaker"], d / r["file"], float(r["duration_s"])) for r in rows]
 
 
-def split_in_time(samples: np.ndarray, sample_rate_hz: int, min_split_s: float = MIN_SPLIT_S):
+def split_in_time(
+    samples: np.ndarray, sample_rate_hz: int, min_split_s: float = MIN_SPLIT_S
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(enrol, query) halves of an utterance, or None when it is shorter than ``min_split_s``."""
     if len(samples) < min_split_s * sample_rate_hz:
         return None

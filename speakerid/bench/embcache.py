@@ -15,7 +15,10 @@ Each shard is one Parquet file (columns sha256, vector, duration_s, speech_s, er
 a temporary name, fsynced and renamed into place, so readers only ever see whole shards and
 several processes may add to one cache at once. Shards carry the full key in their metadata;
 one that does not match (or cannot be read) is ignored. When a cache holds many shards,
-opening it merges them into one (the merged shard is written before the old ones go).
+opening it merges them into one (the merged shard is written before the old ones go). Shards
+are owner-only files (embeddings are biometric data).
+
+Embedding files or clips *through* the cache is :mod:`speakerid.bench.embedding`.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,20 +38,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import AudioDecodeError, ConfigError, EmptyAudioError, NoSpeechError, SpeakeridError
+from .._io import atomic_file, fsync_dir
+from ..errors import AudioDecodeError, ConfigError, EmptyAudioError, NoSpeechError, SpeakeridError
 
 if TYPE_CHECKING:
-    from .embedder import Embedder, Source
+    from ..embedder import Embedder
 
 __all__ = [
+    "CACHEABLE_ERRORS",
     "CACHE_FORMAT",
     "CacheEntry",
-    "EmbedOutcome",
     "EmbeddingCache",
     "default_root",
-    "embed_files",
-    "embed_samples",
-    "file_sha256",
     "options_key",
     "samples_sha256",
 ]
@@ -61,23 +62,12 @@ FLUSH_EVERY = 256
 #: Failures whose cause is the clip's content (and so are worth caching).
 CACHEABLE_ERRORS: tuple[type[SpeakeridError], ...] = (AudioDecodeError, EmptyAudioError, NoSpeechError)
 
-#: progress(done, total) as clips finish.
-EmbedProgress = Callable[[int, int], None]
-
 
 def default_root() -> Path:
     """``$SPEAKERID_HOME/embcache`` (default ``~/.cache/speakerid/embcache``)."""
-    from .models import store
+    from ..models import store
 
     return store.home() / "embcache"
-
-
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def samples_sha256(samples: np.ndarray, sample_rate_hz: int) -> str:
@@ -145,17 +135,6 @@ def _entries_of(table: pa.Table) -> list[CacheEntry]:
         sp = float(speech[i]) if np.isfinite(speech[i]) else 0.0
         out.append(CacheEntry(vec, d, sp, errors[i]))
     return out
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class EmbeddingCache:
@@ -251,6 +230,7 @@ class EmbeddingCache:
             return
         for p in shards:
             p.unlink(missing_ok=True)
+        fsync_dir(self.directory)
 
     def __len__(self) -> int:
         with self._lock:
@@ -301,184 +281,7 @@ class EmbeddingCache:
             },
             schema=_SCHEMA.with_metadata(self._meta()),
         )
-        name = f"shard-{time.time_ns():020d}-{secrets.token_hex(4)}.parquet"
-        tmp = self.directory / f".tmp-{name}"
-        try:
-            with open(tmp, "wb") as f:
-                pq.write_table(table, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.directory / name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.directory)
-        return self.directory / name
-
-
-# --- embedding through the cache ------------------------------------------------------------
-
-
-@dataclass
-class EmbedOutcome:
-    """What :func:`embed_files` / :func:`embed_samples` produced, keyed by the caller's keys."""
-
-    vectors: dict[str, np.ndarray] = field(default_factory=dict)
-    sha256: dict[str, str] = field(default_factory=dict)
-    duration_s: dict[str, float] = field(default_factory=dict)
-    speech_s: dict[str, float] = field(default_factory=dict)
-    #: key -> "ErrorType: message" for clips that gave no embedding
-    errors: dict[str, str] = field(default_factory=dict)
-    #: keys whose file does not exist (or is not a readable regular file)
-    missing: list[str] = field(default_factory=list)
-    #: distinct contents: found in the cache / embedded now
-    cached_n: int = 0
-    embedded_n: int = 0
-    embed_s: float = 0.0
-
-    def stats(self) -> dict[str, float | int]:
-        return {
-            "requested": len(self.vectors) + len(self.errors) + len(self.missing),
-            "embedded_ok": len(self.vectors),
-            "failed": len(self.errors),
-            "missing": len(self.missing),
-            "distinct_cached": self.cached_n,
-            "distinct_embedded": self.embedded_n,
-            "embed_seconds": round(self.embed_s, 3),
-        }
-
-
-def _error_text(exc: SpeakeridError, source: str) -> str:
-    msg = str(exc)
-    if source and msg.startswith(f"{source}: "):  # the path is the caller's business
-        msg = msg[len(source) + 2 :]
-    return f"{type(exc).__name__}: {msg}"
-
-
-def _run(
-    keyed: dict[str, tuple[str, Source]],
-    sample_rate_hz: int | None,
-    embedder: Embedder,
-    cache: EmbeddingCache | None,
-    out: EmbedOutcome,
-    workers: int,
-    progress: EmbedProgress | None,
-) -> None:
-    """Embed every key -> (sha, source) not in the cache, one embedding per distinct sha."""
-    from .embedder import Embedding
-
-    if cache is not None and (cache.model != embedder.model or cache.weights_sha256 != embedder.weights_sha256):
-        raise ConfigError(
-            f"embedding cache is for {cache.model} ({cache.weights_sha256[:12]}), "
-            f"the embedder is {embedder.model} ({embedder.weights_sha256[:12]})"
-        )
-
-    todo: dict[str, Source] = {}  # sha -> first source with that content
-    hits: dict[str, CacheEntry] = {}
-    for sha, src in keyed.values():
-        if sha in hits or sha in todo:
-            continue
-        entry = cache.get(sha) if cache is not None else None
-        if entry is not None:
-            hits[sha] = entry
-        else:
-            todo[sha] = src
-    out.cached_n += len(hits)
-    shas = list(todo)
-    total = len(shas)
-    done = 0
-    lock = threading.Lock()
-    if progress is not None:
-        progress(0, total)
-
-    def on_done(i: int, res: Embedding | SpeakeridError) -> None:
-        nonlocal done
-        if isinstance(res, Embedding):
-            entry: CacheEntry | None = CacheEntry(res.vector, res.duration_s, res.speech_s)
-        elif isinstance(res, CACHEABLE_ERRORS):
-            entry = CacheEntry(None, 0.0, 0.0, _error_text(res, str(todo[shas[i]])))
-        else:
-            entry = None
-        if entry is not None and cache is not None:
-            cache.put(shas[i], entry)
-        with lock:
-            done += 1
-            if progress is not None:
-                progress(done, total)
-
-    t0 = time.perf_counter()
-    try:
-        results = embedder.embed_batch(
-            [todo[s] for s in shas], workers=workers, sample_rate_hz=sample_rate_hz, errors="return", on_done=on_done
-        ) if shas else []
-    finally:  # an interrupted run keeps every embedding it finished
-        if cache is not None:
-            cache.flush()
-    out.embed_s += time.perf_counter() - t0
-    out.embedded_n += total
-    for sha, res in zip(shas, results, strict=True):
-        if isinstance(res, Embedding):
-            hits[sha] = CacheEntry(res.vector, res.duration_s, res.speech_s)
-        else:
-            hits[sha] = CacheEntry(None, 0.0, 0.0, _error_text(res, str(todo[sha])))
-    for key, (sha, _) in keyed.items():
-        e = hits[sha]
-        out.sha256[key] = sha
-        if e.vector is None:
-            out.errors[key] = e.error or "unknown error"
-        else:
-            out.vectors[key] = e.vector
-            out.duration_s[key] = e.duration_s
-            out.speech_s[key] = e.speech_s
-
-
-def embed_files(
-    paths: Iterable[str | os.PathLike[str]],
-    embedder: Embedder,
-    cache: EmbeddingCache | None = None,
-    *,
-    workers: int = 1,
-    progress: EmbedProgress | None = None,
-    hash_progress: EmbedProgress | None = None,
-) -> EmbedOutcome:
-    """Embed files (keyed by ``str(path)``), reusing and filling ``cache``.
-
-    Files that do not exist are listed in ``missing`` (never an error); files that fail to
-    embed are in ``errors``. A content seen under several paths is embedded once.
-    """
-    out = EmbedOutcome()
-    keyed: dict[str, tuple[str, Source]] = {}
-    unique = list(dict.fromkeys(str(p) for p in paths))
-    for i, key in enumerate(unique):
-        p = Path(key)
-        if not p.is_file():
-            out.missing.append(key)
-        else:
-            try:
-                keyed[key] = (file_sha256(p), p)
-            except OSError:
-                out.missing.append(key)
-        if hash_progress is not None and (i % 64 == 63 or i == len(unique) - 1):
-            hash_progress(i + 1, len(unique))
-    _run(keyed, None, embedder, cache, out, workers, progress)
-    return out
-
-
-def embed_samples(
-    items: Sequence[tuple[str, np.ndarray]],
-    sample_rate_hz: int,
-    embedder: Embedder,
-    cache: EmbeddingCache | None = None,
-    *,
-    workers: int = 1,
-    progress: EmbedProgress | None = None,
-) -> EmbedOutcome:
-    """Embed in-memory clips given as ``(key, samples)``, reusing and filling ``cache``."""
-    keyed: dict[str, tuple[str, Source]] = {}
-    for key, x in items:
-        if key in keyed:
-            raise ConfigError(f"duplicate key {key!r}")
-        keyed[key] = (samples_sha256(x, sample_rate_hz), x)
-    out = EmbedOutcome()
-    _run(keyed, sample_rate_hz, embedder, cache, out, workers, progress)
-    return out
+        path = self.directory / f"shard-{time.time_ns():020d}-{secrets.token_hex(4)}.parquet"
+        with atomic_file(path) as f:  # owner-only: embeddings are biometric data
+            pq.write_table(table, f)
+        return path
