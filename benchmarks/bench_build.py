@@ -109,7 +109,7 @@ def stage_profile(files: list[Path]) -> dict:
     """CPU ms per second of audio of each stage, run one after the other on this thread."""
     emb = Embedder("campplus", embed=EmbedOptions(threads=1))
     vad = emb._vad
-    opts = emb._frontend.opts
+    opts = emb._frontend.options
     out: dict[str, float] = {}
 
     def timed(name: str, fn, xs):

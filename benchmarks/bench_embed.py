@@ -44,6 +44,9 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # knf_oracle: kaldi-native-fbank, the tests' oracle
+from knf_oracle import knf_fbank  # noqa: E402
+
 from speakerid import audio, features  # noqa: E402
 from speakerid.config import EmbedOptions, VadOptions  # noqa: E402
 from speakerid.embedder import PARTIAL_BATCH, Embedder  # noqa: E402
@@ -171,12 +174,12 @@ def bench_model(name: str, clip: Path, upstream: Path, threads: int, repeats: in
     if name == "campplus":
         fopts = features.FbankOptions(**spec.frontend_options)
         feats = features.kaldi_fbank(speech, fopts)
-        ref_feats = features._knf_fbank(np.ascontiguousarray(speech), fopts)
+        ref_feats = knf_fbank(np.ascontiguousarray(speech), fopts)
         ref_feats -= ref_feats.mean(axis=0, dtype=np.float64).astype(np.float32)
         batch = feats[None]
         net = torch_campplus(upstream)
         stages["features"] = lambda: features.kaldi_fbank(speech, fopts)
-        stages["features_knf"] = lambda: features._knf_fbank(np.ascontiguousarray(speech), fopts)
+        stages["features_knf"] = lambda: knf_fbank(np.ascontiguousarray(speech), fopts)
         stages["model"] = lambda: sess.run([spec.output_name], {spec.input_name: batch})
         tensor = torch.from_numpy(batch)
     else:

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from . import audio as audio_mod
-from . import features as F
-from .config import AudioOptions, EmbedOptions, VadOptions, from_mapping
+from .config import AudioOptions, EmbedOptions, VadOptions
 from .errors import ConfigError, CorruptModelError, ModelMismatchError, NoSpeechError, SpeakeridError
+from .features import front_end_for
 from .models import store
 from .models.registry import DEFAULT_MODEL
 from .models.spec import ONNX_FILE, ModelSpec
@@ -93,68 +93,6 @@ def _session(path: Path, threads: int | None, spec: ModelSpec):
         raise CorruptModelError(f"model {spec.name}: ONNX Runtime cannot load {path}: {detail}; {fix}") from None
 
 
-class _FrontEnd:
-    """Turns one window of speech into (unnormalised mean embedding, weight)."""
-
-    def __init__(self, spec: ModelSpec, model_dir: Path, run: Callable[[np.ndarray], np.ndarray]):
-        self.spec = spec
-        self.run = run
-        kind = spec.frontend
-        if kind == "kaldi_fbank":
-            self.opts = from_mapping(F.FbankOptions, spec.frontend_options, "kaldi_fbank options")
-            self.features = self._fbank_features
-        elif kind == "ge2e_mel":
-            self.opts = from_mapping(F.Ge2eMelOptions, spec.frontend_options, "ge2e_mel options")
-            self.features = self._ge2e_features
-        elif kind == "autospeech":
-            self.opts = from_mapping(F.AutoSpeechOptions, spec.frontend_options, "autospeech options")
-            try:
-                self.mean = np.load(model_dir / spec.files["mean"]).astype(np.float32)
-                self.std = np.load(model_dir / spec.files["std"]).astype(np.float32)
-            except (KeyError, OSError, ValueError) as exc:
-                raise ConfigError(f"model {spec.name}: cannot read its mean/std files: {exc}") from None
-            self.features = self._autospeech_features
-        else:
-            raise ConfigError(f"model {spec.name}: unknown front end {kind!r}")
-
-    # A window is embedded in two steps: features(speech) (no model; thread-safe) then
-    # encode(features) (the model). window() = encode(features()), as it always was.
-    @property
-    def partials(self) -> bool:
-        """Whether the model takes fixed-length partials (batchable across clips)."""
-        return self.spec.frontend != "kaldi_fbank"
-
-    def window(self, speech: np.ndarray) -> np.ndarray:
-        return self.encode(self.features(speech))
-
-    def encode(self, feats: np.ndarray) -> np.ndarray:
-        if not self.partials:
-            return self.run(feats[None])[0]
-        return self.reduce(self._partials(feats))
-
-    def reduce(self, outputs: np.ndarray) -> np.ndarray:
-        """One window's partial outputs -> its (unnormalised) embedding."""
-        # AutoSpeech (ailia sample, VITA-Group validate_verification) and Resemblyzer both
-        # average the network's outputs over the partials.
-        return outputs.mean(axis=0)
-
-    def _partials(self, partials: np.ndarray) -> np.ndarray:
-        outs = [self.run(partials[i : i + PARTIAL_BATCH]) for i in range(0, len(partials), PARTIAL_BATCH)]
-        return np.concatenate(outs, axis=0)
-
-    def _fbank_features(self, speech: np.ndarray) -> np.ndarray:
-        return F.kaldi_fbank(speech, self.opts)
-
-    def _ge2e_features(self, speech: np.ndarray) -> np.ndarray:
-        speech = F.normalize_volume(speech, self.opts.target_dbfs, increase_only=True)
-        return F.ge2e_partials(speech, self.opts)
-
-    def _autospeech_features(self, speech: np.ndarray) -> np.ndarray:
-        speech = F.normalize_volume(speech, self.opts.target_dbfs, increase_only=True)
-        spec = F.autospeech_spectrogram(speech, self.opts)
-        return F.autospeech_partials(spec, self.mean, self.std, self.opts)
-
-
 class Embedder:
     """Speaker embeddings from a named model (see :func:`speakerid.available_models`).
 
@@ -178,7 +116,7 @@ class Embedder:
         self.audio_options, self.vad_options, self.embed_options = audio, vad, embed
         self._session = _session(model_dir / ONNX_FILE, embed.threads, self.spec)
         self._check_io()
-        self._frontend = _FrontEnd(self.spec, model_dir, self._run)
+        self._frontend = front_end_for(self.spec, model_dir)
         self._vad: SileroVad | None = None
         if vad.enabled:
             if self.spec.sample_rate_hz != VAD_RATE_HZ:
@@ -229,6 +167,16 @@ class Embedder:
         out = self._session.run([self.spec.output_name], {self.spec.input_name: np.ascontiguousarray(batch, np.float32)})[0]
         return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
 
+    def _run_batches(self, batch: np.ndarray) -> np.ndarray:
+        """The encoder on ``batch``, ``PARTIAL_BATCH`` inputs at a time."""
+        outs = [self._run(batch[i : i + PARTIAL_BATCH]) for i in range(0, len(batch), PARTIAL_BATCH)]
+        return np.concatenate(outs, axis=0)
+
+    def _encode_window(self, feats: np.ndarray) -> np.ndarray:
+        """One window's features -> its (unnormalised) embedding."""
+        fe = self._frontend
+        return fe.reduce(self._run_batches(fe.batch(feats)))
+
     def _blocks(
         self, source: Source, sample_rate_hz: int | None, warnings: list[str]
     ) -> tuple[Iterator[np.ndarray], str]:
@@ -261,7 +209,7 @@ class Embedder:
         """Embed one clip (a path, or samples with their rate) and say what it was made from."""
         sr = self.audio_options.sample_rate_hz
         name, outs, weights, total, speech, warnings = self._per_window(
-            source, sample_rate_hz, lambda win: l2_normalize(self._frontend.window(win))
+            source, sample_rate_hz, lambda win: l2_normalize(self._encode_window(self._frontend.features(win)))
         )
         return self._combine(name, outs, weights, total / sr, speech / sr, warnings)
 
@@ -296,12 +244,12 @@ class Embedder:
         fe = self._frontend
         if fe.partials and len(prepared) > 1:
             feats = [f for p in prepared for f in p.features]
-            outs = fe._partials(np.concatenate(feats)) if feats else np.zeros((0, self.dim), np.float32)
+            outs = self._run_batches(np.concatenate(feats)) if feats else np.zeros((0, self.dim), np.float32)
             ends = np.cumsum([len(f) for f in feats])[:-1]
             per_window = iter([fe.reduce(o) for o in np.split(outs, ends)])
             window_vecs = [[l2_normalize(next(per_window)) for _ in p.features] for p in prepared]
         else:
-            window_vecs = [[l2_normalize(fe.encode(f)) for f in p.features] for p in prepared]
+            window_vecs = [[l2_normalize(self._encode_window(f)) for f in p.features] for p in prepared]
         return [
             self._combine(p.source, vecs, list(p.weights), p.duration_s, p.speech_s, p.warnings)
             for p, vecs in zip(prepared, window_vecs)

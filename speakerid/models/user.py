@@ -1,6 +1,7 @@
 """User-added ONNX encoders: ``speakerid models add NAME --onnx FILE --frontend ...``.
 
-Two front ends are offered for models we do not ship:
+The front ends offered for models we do not ship are those of
+:data:`speakerid.features.USER_FRONT_ENDS`:
 
 * ``autospeech``: AutoSpeech (ailia MODELS ``proposed_veri.onnx``): |STFT| (T, 257) standardised
   by the user's mean/std, 300-frame partials, embedding = mean over partials. Needs --mean/--std.
@@ -11,7 +12,6 @@ Two front ends are offered for models we do not ship:
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,14 +19,17 @@ from typing import Any
 import numpy as np
 
 from .. import features as F
-from ..config import from_mapping, load_yaml, to_mapping
-from ..errors import ConfigError, ModelError
+from ..config import check_threshold, from_mapping, load_yaml, to_mapping
+from ..errors import ConfigError, ModelError, SpeakeridError
+from . import store
 from .registry import BUILTIN
 from .spec import ONNX_FILE, ModelSpec
-from .store import _install_dir, _models_dir, checksums
 
-FRONTENDS = ("autospeech", "fbank")
+#: The ``--frontend`` choices.
+FRONTENDS = tuple(F.USER_FRONT_ENDS)
 USER_CONVERTER_VERSION = "user-1"
+#: The extra files a user can give (``--mean``, ``--std``), for the front ends that need them.
+FILE_ROLES = ("mean", "std")
 
 
 @dataclass(frozen=True)
@@ -48,19 +51,37 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"model name {name!r} is taken by a built-in model")
 
 
-def _load_vector(path: Path | None, what: str, size: int) -> np.ndarray:
+def _load_vector(fe: type[F.FrontEnd], path: Path | None, what: str, size: int | None) -> np.ndarray:
     if path is None:
-        raise ConfigError(f"the autospeech front end needs --{what} FILE.npy")
+        raise ConfigError(f"the {fe.user_name} front end needs --{what} FILE.npy")
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {what} file {path}: {exc}") from None
     arr = np.asarray(arr, dtype=np.float32).reshape(-1)
-    if arr.size != size:
-        raise ConfigError(f"{what} file {path} has {arr.size} values, expected {size} (one per STFT bin)")
+    if size is not None and arr.size != size:
+        raise ConfigError(f"{what} file {path} has {arr.size} values, expected {size} (one per feature bin)")
     if not np.all(np.isfinite(arr)) or (what == "std" and np.any(arr <= 0)):
         raise ConfigError(f"{what} file {path} holds non-finite{' or non-positive' if what == 'std' else ''} values")
     return arr
+
+
+def _extra_files(fe: type[F.FrontEnd], opts: Any, given: dict[str, Path | None]) -> dict[str, np.ndarray]:
+    """The extra files ``fe`` needs, read from the paths given (``--mean``, ``--std``)."""
+    unused = [role for role, path in given.items() if path is not None and role not in fe.files]
+    if unused:
+        owners = ", ".join(c.user_name for c in F.USER_FRONT_ENDS.values() if c.files)
+        raise ConfigError(f"--{'/--'.join(FILE_ROLES)} belong to the {owners} front end")
+    return {role: _load_vector(fe, given.get(role), role, fe.file_size(opts)) for role in fe.files}
+
+
+def _probe_input(fe: type[F.FrontEnd], user_name: str, opts: Any) -> np.ndarray:
+    """An encoder input for ``fe``; computing it runs the front end once, so unusable options
+    (a window type kaldi does not know...) fail here."""
+    try:
+        return fe.probe(opts)
+    except (SpeakeridError, ValueError, OverflowError, MemoryError) as exc:  # numpy on absurd sizes
+        raise ConfigError(f"{user_name} options {to_mapping(opts)} are not usable: {exc}") from None
 
 
 def _probe_graph(
@@ -103,50 +124,34 @@ def add_model(
 ) -> ModelSpec:
     """Copy an ONNX encoder into the store with a spec for its front end."""
     _check_name(name)
-    if frontend not in FRONTENDS:
-        raise ConfigError(f"unknown front end {frontend!r}; choose one of {', '.join(FRONTENDS)}")
+    fe = F.user_front_end(frontend)
     onnx_file = Path(onnx_file)
     if not onnx_file.is_file():
         raise ConfigError(f"ONNX file not found: {onnx_file}")
     cfg = load_yaml(config, UserModelConfig) if config else UserModelConfig()
-    root = _models_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-"))
-    try:
+    opts = from_mapping(fe.options_type, cfg.frontend_options, f"{frontend} options")
+    arrays = _extra_files(fe, opts, {"mean": mean, "std": std})
+    probe = _probe_input(fe, frontend, opts)
+    t = threshold if threshold is not None else cfg.default_threshold
+    t = check_threshold(t, "default_threshold") if t is not None else 0.5
+    with store.installing(name) as tmp:
         shutil.copyfile(onnx_file, tmp / ONNX_FILE)
-        files: dict[str, str] = {}
-        if frontend == "autospeech":
-            opts = from_mapping(F.AutoSpeechOptions, cfg.frontend_options, "autospeech options")
-            bins = opts.n_fft // 2 + 1
-            np.save(tmp / "mean.npy", _load_vector(mean, "mean", bins))
-            np.save(tmp / "std.npy", _load_vector(std, "std", bins))
-            files = {"mean": "mean.npy", "std": "std.npy"}
-            probe = np.zeros((2, opts.partial_frames, bins), np.float32)
-            kind = "autospeech"
-        else:
-            if mean is not None or std is not None:
-                raise ConfigError("--mean/--std belong to the autospeech front end")
-            opts = from_mapping(F.FbankOptions, cfg.frontend_options, "fbank options")
-            # run the front end once: options kaldi-native-fbank rejects (window_type...) fail here
-            try:
-                probe = F.kaldi_fbank(np.zeros(opts.sample_rate_hz * 2, np.float32), opts)[None]
-            except Exception as exc:  # kaldi-native-fbank raises RuntimeError/ValueError
-                raise ConfigError(f"fbank options {to_mapping(opts)} are not usable: {exc}") from None
-            kind = "kaldi_fbank"
+        files = {role: f"{role}.npy" for role in arrays}
+        for role, arr in arrays.items():
+            np.save(tmp / files[role], arr)
         iname, oname, dim = _probe_graph(tmp / ONNX_FILE, cfg.input_name, cfg.output_name, probe, onnx_file)
-        t = threshold if threshold is not None else cfg.default_threshold
         # checked before every use (speakerid.models.store); model.onnx is a byte copy of the
         # user's file, so its sha256 is also the spec's weights_sha256
-        sums = checksums(tmp, [ONNX_FILE, *files.values()])
+        sums = store.checksums(tmp, [ONNX_FILE, *files.values()])
         spec = ModelSpec(
             name=name,
             dim=dim,
             sample_rate_hz=opts.sample_rate_hz,
-            frontend=kind,
+            frontend=fe.name,
             frontend_options=to_mapping(opts),
             weights_sha256=sums[ONNX_FILE]["sha256"],
             converter_version=USER_CONVERTER_VERSION,
-            default_threshold=float(t) if t is not None else 0.5,
+            default_threshold=t,
             input_name=iname,
             output_name=oname,
             source=str(onnx_file.resolve()),
@@ -156,18 +161,14 @@ def add_model(
             builtin=False,
         )
         spec.save(tmp)
-        _install_dir(tmp, root / name)
-        return spec
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    return spec
 
 
 def remove_model(name: str) -> None:
     """Delete a user-added model from the store."""
     if name in BUILTIN:
         raise ConfigError(f"{name} is built in; nothing to remove")
-    d = _models_dir() / name
+    d = store.models_dir() / name
     if not d.is_dir():
         raise ModelError(f"no user model named {name!r}")
     shutil.rmtree(d)
