@@ -25,6 +25,7 @@ from .features import front_end_for
 from .models import store
 from .models.registry import DEFAULT_MODEL
 from .models.spec import ONNX_FILE, ModelSpec
+from .progress import Progress
 from .vad import SAMPLE_RATE_HZ as VAD_RATE_HZ
 from .vad import SileroVad, require_min_speech
 
@@ -108,7 +109,7 @@ class Embedder:
         audio: AudioOptions = _AUDIO,
         vad: VadOptions = _VAD,
         embed: EmbedOptions = _EMBED,
-        progress: store.Progress | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.spec, model_dir = store.resolve(model, progress=progress)
         if audio.sample_rate_hz != self.spec.sample_rate_hz:

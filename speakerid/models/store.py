@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib import import_module
 from pathlib import Path
 
@@ -50,6 +50,7 @@ from ..errors import (
     UnknownModelError,
     WeightsHashError,
 )
+from ..progress import Progress, report
 from .integrity import (  # noqa: F401  (file_checksum: re-exported, part of the store API)
     CACHED,
     CORRUPT,
@@ -65,7 +66,6 @@ from .integrity import (  # noqa: F401  (file_checksum: re-exported, part of the
 from .registry import BUILTIN, VAD_SEQUENCE_WEIGHTS, VAD_WEIGHTS, WeightFile, Wheel
 from .spec import ONNX_FILE, SPEC_FILE, SPEC_VERSION, ModelSpec
 
-Progress = Callable[[str], None]
 log = logging.getLogger("speakerid")
 
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
@@ -77,9 +77,11 @@ def home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "speakerid"
 
 
-def _say(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)
+def _say(progress: Progress | None, message: str, step: tuple[str, int, int] | None = None) -> None:
+    """Log what the store is doing; with ``step`` = (stage, done, total) also report progress."""
+    log.info("%s", message)
+    if step is not None:
+        report(progress, *step)
 
 
 # --- wheels ----------------------------------------------------------------
@@ -261,7 +263,6 @@ def _pull_model(name: str, *, force: bool, progress: Progress | None) -> ModelSp
         return spec
     if check.state == CORRUPT:
         log.warning("model %s: the cached copy in %s is corrupt (%s); converting it again", name, final, check.problem)
-        _say(progress, f"{name}: the cached copy is corrupt ({check.problem}); converting it again")
     elif check.state == STALE:
         log.info("model %s: the cached copy %s; converting it again", name, check.problem)
     try:
@@ -305,9 +306,11 @@ def _convert(name: str, final: Path, progress: Progress | None) -> ModelSpec:
 
     b = BUILTIN[name]
     conv = _converter(b.converter)
+    stage = f"pull {name}"
+    report(progress, stage, 0, 3)
     with installing(name) as tmp:
         ckpt = extract_weights(b.weights, tmp / "weights.pt", progress)
-        _say(progress, f"converting {name} to ONNX (no torch needed)")
+        _say(progress, f"converting {name} to ONNX (no torch needed)", (stage, 1, 3))
         from .torchzip import state_dict
 
         state = state_dict(ckpt, b.state_key)
@@ -332,8 +335,9 @@ def _convert(name: str, final: Path, progress: Progress | None) -> ModelSpec:
             description=b.description,
             checksums=checksums(tmp, [ONNX_FILE]),
         )
+        report(progress, stage, 2, 3)
         spec.save(tmp)
-    _say(progress, f"{name} ready in {final}")
+    _say(progress, f"{name} ready in {final}", (stage, 3, 3))
     return spec
 
 
