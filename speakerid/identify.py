@@ -19,13 +19,30 @@ with all N and the best of those N impostor scores is far higher than one impost
 the pairwise verification threshold accepts many strangers. The calibration measures that
 "best-of-gallery" impostor score on the gallery itself (leave one speaker out) and picks the
 threshold for the target false-accept rate. See benchmarks/results/identify_librispeech.md.
+
+Two things would make that calibration lie, and :func:`calibrate_open_set` handles both and
+says so (the index's info: ``threshold_basis``, ``threshold_warnings``,
+``near_duplicate_speakers``; the indexer's reports carry the warnings):
+
+* **One voice under two names.** Its clips score ~1.0 against its other name, so a few such
+  pairs push a 1 % quantile to 0.97-1.0 and every query comes back unknown. Names whose
+  centroids have cosine >= NEAR_DUPLICATE_COSINE are counted as one voice: one name's clips
+  are impostor queries, and none is the other's impostor.
+* **A small gallery.** A 1 % target needs 100 impostor scores from 100 different speakers
+  (:func:`min_calibration_speakers`); with fewer, the empirical quantile is the highest score,
+  which lets about 1 stranger in (speakers + 1) through. From MIN_TAIL_FIT_SPEAKERS speakers
+  the threshold is extrapolated from an exponential tail fitted to the upper half of the
+  scores instead (on librispeech-251, 20-speaker CAM++ galleries then accept 1.4 % of
+  unenrolled speakers, against 3.9 % at the highest score floored at 0.588).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import weakref
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,14 +60,22 @@ __all__ = [
     "DEFAULT_TOP_N",
     "SCORINGS",
     "Identification",
+    "MIN_TAIL_FIT_SPEAKERS",
+    "NEAR_DUPLICATE_COSINE",
     "Match",
+    "OpenSetCalibration",
     "Scoring",
+    "calibrate_open_set",
     "calibrate_open_set_threshold",
     "gallery_impostor_scores",
     "identify",
+    "min_calibration_speakers",
     "model_verification_threshold",
+    "near_duplicate_speakers",
     "rank_speakers",
 ]
+
+log = logging.getLogger("speakerid")
 
 Scoring = Literal["centroid", "best", "topn"]
 SCORINGS: tuple[str, ...] = ("centroid", "best", "topn")
@@ -65,6 +90,18 @@ DEFAULT_FAR = 0.01
 #: Calibration uses at most this many gallery clips as impostor queries (bounded cost).
 CALIBRATION_MAX_CLIPS = 2000
 CALIBRATION_SEED = 0
+#: Two names whose centroids have at least this cosine are taken for one voice enrolled twice.
+#: Measured on librispeech-251 (one clip per speaker, 31,375 pairs of different speakers): the
+#: highest centroid cosine of two different speakers is 0.874 with CAM++ (the next 0.703; 0.709
+#: with two-clip centroids) and 0.877 with GE2E; the same clips enrolled twice give 1.000, and
+#: the two halves of one recording 0.894 (CAM++ median; 5 % reach 0.95). 0.95 clears the
+#: different-speaker maximum of both models by 0.07.
+NEAR_DUPLICATE_COSINE = 0.95
+#: With fewer distinct speakers than this, no impostor tail is fitted (see calibrate_open_set).
+MIN_TAIL_FIT_SPEAKERS = 10
+#: Near-duplicate pairs named one by one in warnings (info() lists them all).
+MAX_DUPLICATE_WARNINGS = 10
+_DUPLICATE_BLOCK = 1024
 #: The first FAISS search fetches this many neighbours per speaker wanted (times clips/speaker).
 _GROWTH = 4
 
@@ -221,11 +258,20 @@ def _top(ordinals: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, 
 
 
 def _centroid_rank(
-    g: _Gallery, q: np.ndarray, k: int, exclude: np.ndarray | None
+    g: _Gallery, q: np.ndarray, k: int, exclude: list[np.ndarray] | None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     sims = q @ g.centroids().T  # (nq, speakers)
     if exclude is not None:
-        sims[np.arange(len(q)), exclude] = -np.inf
+        lens = [len(e) for e in exclude]
+        if sum(lens):
+            sims[np.repeat(np.arange(len(q)), lens), np.concatenate(exclude)] = -np.inf
+    if k == 1:  # the calibration's case: one vectorised argmax (the first name wins a tie, as in _top)
+        best = np.argmax(sims, axis=1)
+        score = sims[np.arange(len(q)), best].astype(np.float64)
+        return [
+            (best[i : i + 1], score[i : i + 1]) if np.isfinite(score[i]) else (best[:0], score[:0])
+            for i in range(len(q))
+        ]
     all_ord = np.arange(len(g.names))
     out = []
     for i in range(len(q)):
@@ -241,15 +287,20 @@ def _group_row(
     need_of: np.ndarray,
     k: int,
     exhausted: bool,
-    exclude: int,
+    exclude: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Speaker scores from one query's nearest clips, or None if more clips are needed.
 
     ``need_of[s]`` clips of speaker s make its score (1 for best, min(top_n, clips) for topn).
     Unseen clips score at most the last score found, which bounds every incomplete speaker.
     """
+    k = min(k, len(g.names) - (0 if exclude is None else len(exclude)))
+    if k < 1:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
     spk = g.speaker_of(ids)
-    ok = (spk >= 0) & np.isfinite(scores) & (spk != exclude)
+    ok = (spk >= 0) & np.isfinite(scores)
+    if exclude is not None and len(exclude):
+        ok &= ~np.isin(spk, exclude)
     spk, sc = spk[ok], scores[ok].astype(np.float64)
     uniq, inv = np.unique(spk, return_inverse=True)
     counts = np.bincount(inv, minlength=len(uniq))
@@ -280,7 +331,7 @@ def _search_rank(
     k: int,
     scoring: str,
     top_n: int,
-    exclude: np.ndarray | None,
+    exclude: list[np.ndarray] | None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     n = len(index)
     need_of = np.minimum(g.n_clips, top_n) if scoring == "topn" else np.ones_like(g.n_clips)
@@ -293,7 +344,7 @@ def _search_rank(
         exhausted = m >= n or ids.shape[1] < m
         still = []
         for row, i in enumerate(pending):
-            ex = -1 if exclude is None else int(exclude[i])
+            ex = None if exclude is None else exclude[i]
             res = _group_row(g, scores[row], ids[row], need_of, k, exhausted, ex)
             if res is None:
                 still.append(i)
@@ -315,8 +366,9 @@ def rank_speakers(
 ) -> list[list[Match]]:
     """The k best speakers of each query under ``scoring`` (no threshold applied).
 
-    ``exclude`` (optional, one speaker name or None per query) leaves that speaker out of
-    the query's ranking: the leave-one-speaker-out trials of the calibration.
+    ``exclude`` (optional, one item per query: None, a speaker name, or a collection of
+    names) leaves those speakers out of the query's ranking: the leave-one-speaker-out trials
+    of the calibration. A query whose every speaker is excluded gets an empty list.
     """
     k = _check_k(k)
     _check_scoring(scoring, top_n)
@@ -324,15 +376,19 @@ def rank_speakers(
     q = _queries(query_vectors, index.dim)
     if len(index) == 0 or not g.names:
         raise EmptyGalleryError(f"the index at {index.path} holds no speakers")
-    ex: np.ndarray | None = None
+    ex: list[np.ndarray] | None = None
     if exclude is not None:
         ex_list = list(exclude)
         if len(ex_list) != len(q):
             raise ConfigError(f"exclude has {len(ex_list)} items for {len(q)} queries")
         pos = {s: i for i, s in enumerate(g.names)}
-        ex = np.array([-1 if s is None else pos.get(s, -1) for s in ex_list], dtype=np.int64)
-    excluding = ex is not None and bool((ex >= 0).any())
-    k_eff = max(1, min(k, len(g.names) - (1 if excluding else 0)))
+        ex = []
+        for item in ex_list:
+            names = () if item is None else (item,) if isinstance(item, str) else tuple(item)
+            if not all(isinstance(s, str) for s in names):
+                raise ConfigError(f"exclude items are None, a speaker name or names, got {item!r}")
+            ex.append(np.array(sorted({pos[s] for s in names if s in pos}), dtype=np.int64))
+    k_eff = max(1, min(k, len(g.names)))
     if len(q) == 0:
         return []
     if scoring == "centroid":
@@ -431,6 +487,101 @@ def _calibration_clips(g: _Gallery, max_clips: int, seed: int) -> np.ndarray:
     return np.sort(shuffled[pick])
 
 
+def near_duplicate_speakers(
+    index: SpeakerIndex,
+    min_cosine: float = NEAR_DUPLICATE_COSINE,
+    *,
+    speakers: Sequence[str] | None = None,
+) -> list[tuple[str, str, float]]:
+    """Pairs of enrolled names whose centroids have cosine >= ``min_cosine``: one voice
+    enrolled under two names (or the same clips enrolled twice), as (a, b, cosine) with
+    a < b, highest cosine first.
+
+    ``speakers`` limits the search to pairs with at least one of those names (the cost is
+    len(speakers) x all speakers x dim; default: every pair). See NEAR_DUPLICATE_COSINE for
+    how the default bound was chosen.
+    """
+    min_cosine = _check_threshold(min_cosine)
+    g = _gallery(index)
+    if len(g.names) < 2:
+        return []
+    cent = g.centroids()
+    if speakers is None:
+        rows = np.arange(len(g.names))
+    else:
+        pos = {s: i for i, s in enumerate(g.names)}
+        rows = np.array(sorted({pos[s] for s in speakers if s in pos}), dtype=np.int64)
+    found: dict[tuple[int, int], float] = {}
+    for start in range(0, len(rows), _DUPLICATE_BLOCK):
+        block = rows[start : start + _DUPLICATE_BLOCK]
+        sims = cent[block] @ cent.T
+        sims[np.arange(len(block)), block] = -np.inf  # a speaker is not its own duplicate
+        for r, c in zip(*np.nonzero(sims >= min_cosine)):
+            a, b = sorted((int(block[r]), int(c)))
+            found[(a, b)] = float(sims[r, c])
+    pairs = [(g.names[a], g.names[b], cos) for (a, b), cos in found.items()]
+    return sorted(pairs, key=lambda t: (-t[2], t[0], t[1]))
+
+
+def _voice_groups(n: int, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Union-find over speaker ordinals: the group representative (lowest ordinal) of each."""
+    parent = np.arange(n)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    for a, b in pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.array([root(i) for i in range(n)], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Impostors:
+    scores: np.ndarray
+    #: Near-duplicate pairs found (names, cosine) and the number of distinct voices.
+    near_duplicates: tuple[tuple[str, str, float], ...]
+    voices: int
+
+
+def _impostors(
+    index: SpeakerIndex,
+    scoring: str,
+    top_n: int,
+    max_clips: int,
+    seed: int,
+    near_duplicate_cosine: float | None,
+) -> _Impostors:
+    g = _gallery(index)
+    if len(g.names) < 2:
+        return _Impostors(np.zeros(0, np.float32), (), len(g.names))
+    rows = _calibration_clips(g, max_clips, seed)
+    owner = g.sorted_spk[rows]
+    pairs: list[tuple[str, str, float]] = []
+    if near_duplicate_cosine is not None:
+        sampled = [g.names[int(o)] for o in np.unique(owner)]
+        pairs = near_duplicate_speakers(index, near_duplicate_cosine, speakers=sampled)
+    pos = {s: i for i, s in enumerate(g.names)}
+    rep = _voice_groups(len(g.names), [(pos[a], pos[b]) for a, b, _ in pairs])
+    voices = int(len(np.unique(rep)))
+    # one voice enrolled under several names: only its first name's clips are impostor
+    # queries, and each query leaves its whole group out (they are not impostors of it)
+    keep = rep[owner] == owner
+    rows, owner = rows[keep], owner[keep]
+    members: dict[int, list[str]] = {}
+    for i, r in enumerate(rep.tolist()):
+        members.setdefault(r, []).append(g.names[i])
+    exclude = [members[int(rep[o])] for o in owner]
+    vecs = index.vectors(g.sorted_ids[rows])
+    ranked = rank_speakers(index, vecs, 1, scoring, top_n=top_n, exclude=exclude)
+    scores = np.array([r[0].score for r in ranked if r], dtype=np.float32)
+    return _Impostors(scores, tuple(pairs), voices)
+
+
 def gallery_impostor_scores(
     index: SpeakerIndex,
     scoring: str = DEFAULT_SCORING,
@@ -438,24 +589,228 @@ def gallery_impostor_scores(
     top_n: int = DEFAULT_TOP_N,
     max_clips: int = CALIBRATION_MAX_CLIPS,
     seed: int = CALIBRATION_SEED,
+    near_duplicate_cosine: float | None = NEAR_DUPLICATE_COSINE,
 ) -> np.ndarray:
     """Best-of-gallery impostor scores, leaving one speaker out.
 
     For each enrolled clip (at most ``max_clips``, a seeded sample spread over speakers) the
     best score among the *other* enrolled speakers, under ``scoring``: what an unenrolled
     voice scores against a gallery of this size and make-up. Empty with < 2 speakers.
+
+    Names that look like one voice (centroid cosine >= ``near_duplicate_cosine``, see
+    :func:`near_duplicate_speakers`; None: no such check) count as one speaker: only the
+    clips of the first name are queries, and each query leaves the whole group out.
     """
     _check_scoring(scoring, top_n)
+    _check_max_clips(max_clips)
+    if near_duplicate_cosine is not None:
+        near_duplicate_cosine = _check_threshold(near_duplicate_cosine)
+    return _impostors(index, scoring, top_n, int(max_clips), int(seed), near_duplicate_cosine).scores
+
+
+def _check_max_clips(max_clips: Any) -> None:
     if isinstance(max_clips, bool) or not isinstance(max_clips, (int, np.integer)) or max_clips < 1:
         raise ConfigError(f"max_clips must be a positive integer, got {max_clips!r}")
-    g = _gallery(index)
-    if len(g.names) < 2:
-        return np.zeros(0, np.float32)
-    rows = _calibration_clips(g, int(max_clips), int(seed))
-    vecs = index.vectors(g.sorted_ids[rows])
-    owners = [g.names[int(s)] for s in g.sorted_spk[rows]]
-    ranked = rank_speakers(index, vecs, 1, scoring, top_n=top_n, exclude=owners)
-    return np.array([r[0].score for r in ranked], dtype=np.float32)
+
+
+def min_calibration_speakers(far: float) -> int | None:
+    """Distinct speakers a gallery needs to calibrate a threshold for ``far`` from its own
+    impostor scores: ceil(1/far), so that at least one impostor score may lie above the
+    threshold (below that the empirical threshold is just the highest score, whose
+    false-accept rate is about 1/(speakers+1), not ``far``). None for far = 0.
+
+    The count is of speakers, not clips: clips of one speaker are one stranger voice tried
+    several times, not independent strangers.
+    """
+    if far <= 0:
+        return None
+    return max(1, math.ceil(1.0 / far - 1e-9))
+
+
+def _tail_fit(scores: np.ndarray, far: float) -> tuple[float, int]:
+    """Threshold at ``far`` from an exponential tail fitted above the median of ``scores``.
+
+    Peaks over threshold: with u the (k+1)-th highest of n scores (k = n // 2) and beta the
+    mean excess of the k highest over u, P(score >= t) ~ (k/n) exp(-(t - u) / beta). Cosine
+    tails are bounded, i.e. lighter than exponential, so this errs high (fewer false
+    accepts). Returns (threshold, k); never below the highest score.
+    """
+    x = np.sort(scores.astype(np.float64))[::-1]
+    n = len(x)
+    k = max(1, n // 2)
+    top = float(np.nextafter(np.float32(x[0]), np.float32(np.inf)))
+    if n < 2:
+        return top, k
+    u = x[k]
+    beta = float(np.mean(x[:k] - u))
+    if beta <= 0 or far >= k / n:
+        return top, k
+    return max(top, float(u + beta * math.log((k / n) / far))), k
+
+
+@dataclass(frozen=True)
+class OpenSetCalibration:
+    """What :func:`calibrate_open_set` set, and what it rests on."""
+
+    #: The threshold stored in the index (None: none could be had).
+    threshold: float | None
+    #: The index's threshold_method string.
+    method: str
+    #: What the value rests on: "calibrated" (the gallery's own impostor scores, enough of
+    #: them), "tail-fit" (too few speakers: an exponential tail fitted to them and
+    #: extrapolated), "gallery-max" (too few to fit: the highest impostor score),
+    #: "verification-threshold" (the floor, or a one-voice gallery) or "none".
+    basis: str
+    far: float
+    #: Impostor scores used, enrolled names, distinct voices (names merged when near-duplicate).
+    n_scores: int
+    speakers: int
+    voices: int
+    #: Distinct speakers needed to calibrate for ``far`` (:func:`min_calibration_speakers`).
+    min_speakers: int | None
+    #: The value from the gallery before the floor was applied (None without impostors).
+    gallery_value: float | None
+    floored: bool
+    near_duplicates: tuple[tuple[str, str, float], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def _duplicate_warnings(pairs: Sequence[tuple[str, str, float]], bound: float) -> list[str]:
+    out = [
+        f"speakers {a!r} and {b!r} look like one voice enrolled twice (centroid cosine {c:.3f} >= "
+        f"{bound:g}); they are not counted as each other's impostors when calibrating the threshold"
+        for a, b, c in pairs[:MAX_DUPLICATE_WARNINGS]
+    ]
+    if len(pairs) > MAX_DUPLICATE_WARNINGS:
+        out.append(
+            f"... and {len(pairs) - MAX_DUPLICATE_WARNINGS} more pairs of speakers that look like one "
+            "voice enrolled twice (the index info lists them all)"
+        )
+    return out
+
+
+def calibrate_open_set(
+    index: SpeakerIndex,
+    far: float = DEFAULT_FAR,
+    *,
+    scoring: str = DEFAULT_SCORING,
+    top_n: int = DEFAULT_TOP_N,
+    max_clips: int = CALIBRATION_MAX_CLIPS,
+    seed: int = CALIBRATION_SEED,
+    floor: float | None | Literal["model"] = "model",
+    near_duplicate_cosine: float | None = NEAR_DUPLICATE_COSINE,
+) -> OpenSetCalibration:
+    """Set the index's open-set threshold for a false-accept rate ``far``; say what it rests on.
+
+    The threshold comes from :func:`gallery_impostor_scores` (leave-one-speaker-out
+    best-of-gallery scores), so it grows with the gallery:
+
+    * with at least :func:`min_calibration_speakers` distinct speakers (100 for 1 %), it is
+      :func:`speakerid.metrics.threshold_for_far` of those scores ("calibrated");
+    * with fewer, the 1 % quantile cannot be read off the gallery: the threshold is
+      extrapolated from an exponential tail fitted to the upper half of the scores
+      ("tail-fit", MIN_TAIL_FIT_SPEAKERS or more speakers) or is the highest score
+      ("gallery-max"), and a warning says so;
+    * it is never set below ``floor`` (default: the model's pairwise verification threshold;
+      "verification-threshold" when that decides).
+
+    Names that look like one voice (see :func:`near_duplicate_speakers`) are counted once and
+    are not each other's impostors, and each such pair is a warning. The value, method,
+    basis, warnings and pairs are stored with ``index.set_threshold`` (the index must be open
+    writable; saving is the caller's job). Call it again whenever the gallery changes.
+    """
+    if isinstance(far, bool) or not isinstance(far, numbers.Real) or not 0.0 <= float(far) <= 1.0:
+        raise ConfigError(f"far must be a rate in [0, 1], got {far!r}")
+    far = float(far)
+    _check_scoring(scoring, top_n)
+    _check_max_clips(max_clips)
+    if near_duplicate_cosine is not None:
+        near_duplicate_cosine = _check_threshold(near_duplicate_cosine)
+    model = index.spec.model
+    if floor == "model":
+        floor_value = model_verification_threshold(model)
+    elif floor is None:
+        floor_value = None
+    else:
+        floor_value = _check_threshold(floor)
+    n_speakers = len(index.speakers())
+    need = min_calibration_speakers(far)
+
+    def done(value: float | None, method: str, basis: str, **kw: Any) -> OpenSetCalibration:
+        cal = OpenSetCalibration(
+            threshold=value, method=method, basis=basis, far=far, speakers=n_speakers, min_speakers=need, **kw
+        )
+        index.set_threshold(
+            value, method, basis=basis, warnings=cal.warnings, near_duplicates=cal.near_duplicates
+        )
+        for w in cal.warnings:
+            log.debug("calibration of %s: %s", index.path, w)
+        return cal
+
+    if n_speakers == 0:
+        return done(None, "gallery-impostor: empty gallery, no threshold", "none", n_scores=0, voices=0,
+                    gallery_value=None, floored=False)
+    imp = _impostors(index, scoring, top_n, int(max_clips), int(seed), near_duplicate_cosine)
+    dup_warnings = _duplicate_warnings(imp.near_duplicates, near_duplicate_cosine or 1.0)
+    if imp.voices == 1 or len(imp.scores) == 0:
+        fallback = model_verification_threshold(model) if floor_value is None else floor_value
+        one = "1 speaker" if n_speakers == 1 else f"{n_speakers} names of 1 voice"
+        method = (
+            f"{model} verification threshold (gallery has {one}: no impostors to calibrate on)"
+            if fallback is not None
+            else f"none: gallery has {one} and the model has no verification threshold"
+        )
+        return done(fallback, method, "verification-threshold" if fallback is not None else "none",
+                    n_scores=0, voices=imp.voices, gallery_value=None, floored=False,
+                    near_duplicates=imp.near_duplicates, warnings=tuple(dup_warnings))
+
+    scores = imp.scores
+    method = f"gallery-impostor far={far:g} n={len(scores)} speakers={n_speakers} scoring={scoring}"
+    if scoring == "topn":
+        method += f" top_n={top_n}"
+    warnings = list(dup_warnings)
+    if imp.near_duplicates:
+        n_dup = len(imp.near_duplicates)
+        method += f"; {n_dup} near-duplicate speaker pair{'s' if n_dup > 1 else ''} counted as one voice ({imp.voices} voices)"
+    if need is None or imp.voices >= need:
+        basis = "calibrated"
+        value = threshold_for_far(scores, far)
+    elif imp.voices >= MIN_TAIL_FIT_SPEAKERS:
+        basis = "tail-fit"
+        value, k = _tail_fit(scores, far)
+        rests = f"extrapolated from an exponential tail fitted to the {k} highest of the {len(scores)} impostor scores"
+    else:
+        basis = "gallery-max"
+        value = float(np.nextafter(np.float32(scores.max()), np.float32(np.inf)))
+        rests = (
+            f"the highest of the {len(scores)} impostor scores (too few speakers to fit a tail; on its own "
+            f"it lets about 1 stranger in {imp.voices + 1} through, not {far:g})"
+        )
+    value = min(1.0, max(-1.0, float(value)))
+    gallery_value, floored = value, False
+    if basis != "calibrated":
+        method += (
+            f"; too few speakers to calibrate ({imp.voices} distinct, {need} needed for far={far:g}): "
+            f"{basis}, {rests}"
+        )
+    if floor_value is not None and value < floor_value:
+        method += f"; floored at {floor_value:.4g} (gallery value {value:.4g})"
+        value, floored = floor_value, True
+    if basis != "calibrated":
+        what = (
+            f"is the {model} verification threshold, above the gallery's own value {gallery_value:.3f}, {rests}"
+            if floored
+            else f"is {rests}"
+        )
+        warnings.append(
+            f"the gallery is too small to calibrate the open-set threshold for a false-accept rate of "
+            f"{far:g}: {imp.voices} distinct speakers, at least {need} needed (one impostor score per "
+            f"speaker); the threshold {value:.3f} {what}"
+        )
+    if floored:
+        basis = "verification-threshold"
+    return done(value, method, basis, n_scores=len(scores), voices=imp.voices, gallery_value=gallery_value,
+                floored=floored, near_duplicates=imp.near_duplicates, warnings=tuple(warnings))
 
 
 def calibrate_open_set_threshold(
@@ -467,49 +822,15 @@ def calibrate_open_set_threshold(
     max_clips: int = CALIBRATION_MAX_CLIPS,
     seed: int = CALIBRATION_SEED,
     floor: float | None | Literal["model"] = "model",
+    near_duplicate_cosine: float | None = NEAR_DUPLICATE_COSINE,
 ) -> float | None:
     """Set (and return) the index's open-set threshold for a false-accept rate ``far``.
 
-    The threshold is chosen with :func:`speakerid.metrics.threshold_for_far` on
-    :func:`gallery_impostor_scores` (leave-one-speaker-out best-of-gallery scores), so it
-    grows with the gallery. It is never set below ``floor`` (default: the model's pairwise
-    verification threshold, which is what a tiny gallery needs). A gallery of one speaker
-    has no impostors: the model's verification threshold is used and the method says so.
-    The result is stored with ``index.set_threshold`` (the index must be open writable;
-    saving is the caller's job). Returns None (stored as None) for an empty gallery or when
-    no threshold can be had. Call it again whenever the gallery changes.
+    :func:`calibrate_open_set` with only the value returned (None, stored as None, for an
+    empty gallery or when no threshold can be had); the index's info() says what it rests
+    on (``threshold_basis``, ``threshold_warnings``, ``near_duplicate_speakers``).
     """
-    if isinstance(far, bool) or not isinstance(far, numbers.Real) or not 0.0 <= float(far) <= 1.0:
-        raise ConfigError(f"far must be a rate in [0, 1], got {far!r}")
-    far = float(far)
-    _check_scoring(scoring, top_n)
-    model = index.spec.model
-    if floor == "model":
-        floor_value = model_verification_threshold(model)
-    elif floor is None:
-        floor_value = None
-    else:
-        floor_value = _check_threshold(floor)
-    n_speakers = len(index.speakers())
-    if n_speakers == 0:
-        index.set_threshold(None, "gallery-impostor: empty gallery, no threshold")
-        return None
-    if n_speakers == 1:
-        fallback = model_verification_threshold(model) if floor_value is None else floor_value
-        method = (
-            f"{model} verification threshold (gallery has 1 speaker: no impostors to calibrate on)"
-            if fallback is not None
-            else "none: gallery has 1 speaker and the model has no verification threshold"
-        )
-        index.set_threshold(fallback, method)
-        return fallback
-    imp = gallery_impostor_scores(index, scoring, top_n=top_n, max_clips=max_clips, seed=seed)
-    value = min(1.0, max(-1.0, threshold_for_far(imp, far)))
-    method = f"gallery-impostor far={far:g} n={len(imp)} speakers={n_speakers} scoring={scoring}"
-    if scoring == "topn":
-        method += f" top_n={top_n}"
-    if floor_value is not None and value < floor_value:
-        method += f"; floored at {floor_value:.4g} (gallery value {value:.4g})"
-        value = floor_value
-    index.set_threshold(value, method)
-    return value
+    return calibrate_open_set(
+        index, far, scoring=scoring, top_n=top_n, max_clips=max_clips, seed=seed, floor=floor,
+        near_duplicate_cosine=near_duplicate_cosine,
+    ).threshold

@@ -20,6 +20,12 @@ new one live, never a mix. Afterwards every version but the live one and the one
 is deleted. Readers take no lock: they read ``CURRENT`` once (and retry if a writer
 switched and garbage-collected the version under them).
 
+Recovery. :func:`verify_index` checks every version on disk (hashes, Parquet, FAISS, counts)
+and reports which are intact and which is current; :func:`rollback` points ``CURRENT`` at
+the newest intact earlier version (or a chosen one), atomically and under the writer lock.
+Opening a damaged current version raises IndexCorruptError; when an intact earlier version
+exists, its message says "roll back to version N" and its ``rollback_to`` attribute holds N.
+
 Index types: ``flat`` is exact. ``hnsw`` cannot delete in FAISS, so removing a speaker
 rebuilds the graph from the remaining vectors (reconstructed from storage; it costs as
 much as building it). ``ivf`` stays exact (flat storage) until it holds ``ivf_min_train_n``
@@ -33,6 +39,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import numbers
 import os
@@ -42,7 +49,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -101,6 +108,8 @@ SPEAKERS_SCHEMA = pa.schema(
 FAILURES_SCHEMA = pa.schema([("path", pa.string()), ("error", pa.string()), ("at", _TS)])
 
 IndexType = Literal["flat", "hnsw", "ivf"]
+
+log = logging.getLogger("speakerid")
 
 
 @dataclass(frozen=True)
@@ -300,6 +309,18 @@ def _versions_on_disk(directory: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _VERSION_RE.match(p.name)))
 
 
+def _switch_pointer(directory: Path, name: str) -> None:
+    """Make ``CURRENT`` name version ``name``, atomically (temporary file, fsync, os.replace)."""
+    pointer_tmp = directory / f"{POINTER}.tmp-{secrets.token_hex(4)}"
+    try:
+        _write_file(pointer_tmp, lambda put: put(f"{name}\n".encode()))
+        os.replace(pointer_tmp, directory / POINTER)
+    except BaseException:
+        pointer_tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(directory)
+
+
 def _vectors(x: Any, dim: int, what: str) -> np.ndarray:
     """Validate (n, dim) finite non-zero vectors; return them L2-normalised, float32, C order."""
     try:
@@ -418,11 +439,14 @@ class SpeakerIndex:
         *,
         exist_ok: bool = False,
         wait_s: float | None = 0.0,
+        save: bool = True,
     ) -> SpeakerIndex:
         """Create an empty index (saved at once) and return it open for writing.
 
         With ``exist_ok`` an existing index is opened instead, provided it was made with the
-        same model, weights, dim and index type.
+        same model, weights, dim and index type. ``save=False`` writes no version until the
+        first :meth:`save` (only the directory and its lock file are made), so a caller that
+        ends up adding nothing leaves no index behind.
         """
         if not isinstance(spec, IndexSpec):
             raise ConfigError(f"spec must be an IndexSpec, got {type(spec).__name__}")
@@ -446,10 +470,12 @@ class SpeakerIndex:
                         f"index at {d} is of type {self._spec.index_type!r}, not {spec.index_type!r}"
                     )
             else:
+                _refuse_to_collect_data(d)
                 self = cls(d, spec, _private=True)
                 self._lock = lock
                 self._gc(keep=())  # leftovers of a create that crashed
-                self.save()
+                if save:
+                    self.save()
             self._lock = lock
             return self
         except BaseException:
@@ -490,15 +516,18 @@ class SpeakerIndex:
 
     @classmethod
     def _load(cls, d: Path, *, verify: bool) -> SpeakerIndex:
-        for _ in range(3):
-            name = _read_pointer(d)
-            try:
-                return cls._load_version(d, name, verify)
-            except IndexCorruptError:
-                if _read_pointer(d) == name:
-                    raise
-                # a writer switched versions and removed ours while we read: read the new one
-        return cls._load_version(d, _read_pointer(d), verify)
+        try:
+            for _ in range(3):
+                name = _read_pointer(d)
+                try:
+                    return cls._load_version(d, name, verify)
+                except IndexCorruptError:
+                    if _read_pointer(d) == name:
+                        raise
+                    # a writer switched versions and removed ours while we read: read the new one
+            return cls._load_version(d, _read_pointer(d), verify)
+        except IndexCorruptError as e:
+            raise _with_rollback_hint(d, e) from e
 
     @classmethod
     def _load_version(cls, d: Path, name: str, verify: bool) -> SpeakerIndex:
@@ -801,9 +830,37 @@ class SpeakerIndex:
         self._failures = pa.concat_tables([old, new])
         self._dirty = True
 
-    def set_threshold(self, value: float | None, method: str) -> None:
-        """Set the default cosine threshold and say how it was chosen (e.g. "eer:dev-set")."""
+    def set_threshold(
+        self,
+        value: float | None,
+        method: str,
+        *,
+        basis: str | None = None,
+        warnings: Sequence[str] = (),
+        near_duplicates: Sequence[tuple[str, str, float]] = (),
+    ) -> None:
+        """Set the default cosine threshold and say how it was chosen (e.g. "eer:dev-set").
+
+        ``basis`` (a short word: what the value rests on, e.g. "calibrated", "tail-fit",
+        "verification-threshold"), ``warnings`` (sentences on why it may be unreliable) and
+        ``near_duplicates`` ((speaker, speaker, centroid cosine) of names that look like one
+        voice) are stored with it and shown by :meth:`info`; setting a threshold again
+        replaces them all.
+        """
         self._check_writable()
+        if basis is not None and (not isinstance(basis, str) or not basis.strip()):
+            raise ConfigError(f"basis must be None or a non-empty string, got {basis!r}")
+        if isinstance(warnings, str) or not all(isinstance(w, str) for w in warnings):
+            raise ConfigError("warnings must be a sequence of strings")
+        dups = []
+        for item in near_duplicates:
+            try:
+                a, b, c = item
+            except (TypeError, ValueError):
+                raise ConfigError(f"a near duplicate is (speaker, speaker, cosine), got {item!r}") from None
+            if not isinstance(a, str) or not isinstance(b, str) or not isinstance(c, numbers.Real):
+                raise ConfigError(f"a near duplicate is (speaker: str, speaker: str, cosine), got {item!r}")
+            dups.append([a, b, float(c)])
         if value is not None:
             if (
                 isinstance(value, bool)
@@ -815,6 +872,12 @@ class SpeakerIndex:
         if not isinstance(method, str) or not method.strip():
             raise ConfigError("method must say how the threshold was set (a non-empty string)")
         self._threshold = {"value": value, "method": method, "set_at": _now().isoformat()}
+        if basis is not None:
+            self._threshold["basis"] = basis
+        if warnings:
+            self._threshold["warnings"] = list(warnings)
+        if dups:
+            self._threshold["near_duplicates"] = dups
         self._dirty = True
 
     # -- queries ---------------------------------------------------------------------------
@@ -899,6 +962,10 @@ class SpeakerIndex:
             "failures": self._failures.num_rows,
             "threshold": self._threshold["value"],
             "threshold_method": self._threshold["method"],
+            # what the threshold rests on, why it may be unreliable, names that look like one voice
+            "threshold_basis": self._threshold.get("basis"),
+            "threshold_warnings": list(self._threshold.get("warnings", [])),
+            "near_duplicate_speakers": [list(x) for x in self._threshold.get("near_duplicates", [])],
             "bytes_on_disk": size,
             "created_at": self._created_at,
             "updated_at": self._updated_at,
@@ -992,11 +1059,7 @@ class SpeakerIndex:
             shutil.rmtree(tmp, ignore_errors=True)  # the live version is untouched
             raise
         _fsync_dir(d)
-        # the switch: CURRENT names the new, complete version
-        pointer_tmp = d / f"{POINTER}.tmp-{secrets.token_hex(4)}"
-        _write_file(pointer_tmp, lambda put: put(f"{name}\n".encode()))
-        os.replace(pointer_tmp, d / POINTER)
-        _fsync_dir(d)
+        _switch_pointer(d, name)  # the switch: CURRENT names the new, complete version
         previous, self._version, self._updated_at, self._dirty = self._version, version, updated, False
         self._utt = self._utt.combine_chunks()
         self._gc(keep=(version, previous))
@@ -1011,3 +1074,218 @@ class SpeakerIndex:
                     shutil.rmtree(p, ignore_errors=True)
                 else:
                     p.unlink(missing_ok=True)
+
+
+# --- verification and rollback ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionCheck:
+    """One version of an index on disk, fully checked (every file's sha256, counts and ids)."""
+
+    version: int
+    #: Whether ``CURRENT`` names this version.
+    current: bool
+    intact: bool
+    #: What is wrong with it (None when intact).
+    problem: str | None = None
+    utterances: int | None = None
+    speakers: int | None = None
+    updated_at: str | None = None
+    bytes_on_disk: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IndexCheck:
+    """What :func:`verify_index` found in an index directory."""
+
+    path: str
+    #: The version ``CURRENT`` names, or None when ``CURRENT`` is missing or unreadable.
+    current: int | None
+    #: What is wrong with ``CURRENT`` itself (None when it names a version).
+    pointer_problem: str | None
+    #: Every version on disk (and the one ``CURRENT`` names, even if missing), newest first.
+    versions: tuple[VersionCheck, ...] = field(default_factory=tuple)
+    #: Leftovers of interrupted saves (``.tmp-*``); the next save deletes them.
+    leftovers: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """The current version exists and is intact."""
+        return any(v.current and v.intact for v in self.versions)
+
+    @property
+    def rollback_to(self) -> int | None:
+        """The newest intact version older than the current one (any intact version when
+        ``CURRENT`` is unusable), or None: what :func:`rollback` would switch to."""
+        for v in self.versions:
+            if v.intact and not v.current and (self.current is None or v.version < self.current):
+                return v.version
+        return None
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem found, one sentence each (empty when every version is intact)."""
+        out = [] if self.pointer_problem is None else [self.pointer_problem]
+        return out + [v.problem for v in self.versions if v.problem is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "ok": self.ok,
+            "current": self.current,
+            "pointer_problem": self.pointer_problem,
+            "rollback_to": self.rollback_to,
+            "versions": [v.to_dict() for v in self.versions],
+            "leftovers": list(self.leftovers),
+        }
+
+
+def _check_version(d: Path, version: int, current: bool) -> VersionCheck | None:
+    """Fully check one version (None if it vanished meanwhile: a writer collected it)."""
+    name = f"v{version:06d}"
+    vdir = d / name
+    try:
+        size = sum(p.stat().st_size for p in vdir.iterdir())
+    except FileNotFoundError:
+        if not current:
+            return None
+        return VersionCheck(version, True, False, f"{d}: {POINTER} names {name}, which does not exist")
+    except OSError as e:
+        return VersionCheck(version, current, False, f"index at {d} ({name}) is unreadable: {e}")
+    try:
+        ix = SpeakerIndex._load_version(d, name, verify=True)
+    except IndexCorruptError as e:
+        if not vdir.exists() and not current:
+            return None
+        return VersionCheck(version, current, False, str(e), bytes_on_disk=size)
+    return VersionCheck(
+        version, current, True, None, utterances=len(ix), speakers=len(ix.speakers()),
+        updated_at=ix._updated_at, bytes_on_disk=size,
+    )
+
+
+def _pointer_state(d: Path) -> tuple[int | None, str | None]:
+    """(version CURRENT names or None, what is wrong with CURRENT or None)."""
+    try:
+        return int(_read_pointer(d)[1:]), None
+    except IndexNotFoundError:
+        raise
+    except IndexCorruptError as e:
+        return None, str(e)
+
+
+def _newest_intact(d: Path, below: int | None) -> int | None:
+    """The newest version older than ``below`` (any, if None) whose files all check out."""
+    for v in sorted(_versions_on_disk(d), reverse=True):
+        if below is not None and v >= below:
+            continue
+        check = _check_version(d, v, current=False)
+        if check is not None and check.intact:
+            return v
+    return None
+
+
+def _refuse_to_collect_data(d: Path) -> None:
+    """Before a create that finds no ``CURRENT`` deletes the versions on disk (leftovers of a
+    create that crashed, empty): refuse if one of them is an intact index holding clips."""
+    for v in sorted(_versions_on_disk(d), reverse=True):
+        check = _check_version(d, v, current=False)
+        if check is not None and check.intact and check.utterances:
+            err = IndexCorruptError(
+                f"{d}: {POINTER} is missing, but version {v} is intact and holds {check.utterances} clips; "
+                f"roll back to version {v} to use it"
+            )
+            err.rollback_to = v  # type: ignore[attr-defined]
+            raise err
+
+
+def _with_rollback_hint(d: Path, error: IndexCorruptError) -> IndexCorruptError:
+    """``error``, or a copy saying which intact earlier version the index can roll back to."""
+    current: int | None = None
+    try:
+        current, _ = _pointer_state(d)
+        target = _newest_intact(d, below=current)
+    except (OSError, IndexNotFoundError):
+        target = None
+    if target is None:
+        return error
+    which = "an intact version" if current is None else "an intact earlier version"
+    new = IndexCorruptError(f"{error}; {which} exists: roll back to version {target} to use it")
+    new.rollback_to = target  # type: ignore[attr-defined]
+    return new
+
+
+def verify_index(directory: str | os.PathLike[str]) -> IndexCheck:
+    """Check every version of the index at ``directory``: which are intact, which is current,
+    what is wrong with the others.
+
+    Each version is read in full (every file against its sha256 in the manifest, FAISS and
+    Parquet parsed, counts and ids cross-checked), exactly as opening it would. Takes no lock
+    (a reader); a version a writer deletes meanwhile is left out. Raises IndexNotFoundError
+    when ``directory`` holds no index at all; a damaged one is reported, never raised.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise IndexNotFoundError(f"no speaker index at {d} (no such directory)")
+    current, pointer_problem = _pointer_state(d)
+    versions = set(_versions_on_disk(d))
+    if current is not None:
+        versions.add(current)
+    checks = [c for v in sorted(versions, reverse=True) if (c := _check_version(d, v, v == current)) is not None]
+    leftovers = tuple(sorted(p.name for p in d.iterdir() if ".tmp-" in p.name))
+    report = IndexCheck(str(d), current, pointer_problem, tuple(checks), leftovers)
+    for problem in report.problems:
+        log.debug("verify %s: %s", d, problem)
+    return report
+
+
+def rollback(
+    directory: str | os.PathLike[str], to_version: int | None = None, *, wait_s: float | None = 0.0
+) -> int:
+    """Point the index at an earlier intact version; returns the version now current.
+
+    ``to_version`` None picks the newest intact version older than the current one (any
+    intact version when ``CURRENT`` itself is missing or garbled); otherwise that version,
+    which must be intact and not already current. The switch is one atomic replace of
+    ``CURRENT``, made under the writer lock (waiting up to ``wait_s`` seconds, None: forever;
+    IndexLockedError after that). Works whether the current version is damaged or intact (then
+    it undoes the last save). Versions are never deleted here: the damaged one stays on disk
+    until the next save collects it. Raises IndexCorruptError when no intact version is
+    available, ConfigError for a ``to_version`` that is not on disk or already current.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise IndexNotFoundError(f"no speaker index at {d} (no such directory)")
+    if to_version is not None and (
+        isinstance(to_version, bool) or not isinstance(to_version, numbers.Integral) or to_version < 1
+    ):
+        raise ConfigError(f"to_version must be a positive integer, got {to_version!r}")
+    with WriterLock(d, wait_s=wait_s):
+        current, _ = _pointer_state(d)
+        if to_version is None:
+            target = _newest_intact(d, below=current)
+            if target is None:
+                where = "" if current is None else f" older than version {current}"
+                raise IndexCorruptError(f"{d}: no intact version{where} to roll back to")
+        else:
+            target = int(to_version)
+            if target == current:
+                raise ConfigError(f"version {target} is already the current version of the index at {d}")
+            on_disk = _versions_on_disk(d)
+            if target not in on_disk:
+                raise ConfigError(
+                    f"the index at {d} has no version {target} (versions on disk: "
+                    f"{', '.join(map(str, on_disk)) or 'none'})"
+                )
+            check = _check_version(d, target, current=False)
+            if check is None or not check.intact:
+                raise IndexCorruptError(
+                    check.problem if check is not None and check.problem else f"{d}: version {target} vanished"
+                )
+        _switch_pointer(d, f"v{target:06d}")
+    log.info("%s: rolled back from version %s to version %s", d, current, target)
+    return target
