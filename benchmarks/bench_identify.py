@@ -21,6 +21,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
@@ -34,8 +35,9 @@ import soundfile as sf  # noqa: E402
 
 from speakerid import Embedder  # noqa: E402
 from speakerid.audio import load  # noqa: E402
+from speakerid.calibration import calibrate_open_set_threshold  # noqa: E402
 from speakerid.config import EmbedOptions  # noqa: E402
-from speakerid.identify import SCORINGS, calibrate_open_set_threshold, identify  # noqa: E402
+from speakerid.identify import SCORINGS, identify  # noqa: E402
 from speakerid.index import IndexSpec, SpeakerIndex  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -75,6 +77,68 @@ def pct(ts: list[float]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p90_ms": round(float(np.percentile(a, 90)), 2)}
 
 
+def timed(fn, repeats: int) -> dict[str, float]:
+    """p50 / p90 ms of ``repeats`` calls of ``fn``."""
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return pct(ts)
+
+
+def time_rule(ix: SpeakerIndex, queries: np.ndarray, emb: Embedder, clip: Path, scoring: str,
+              repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """identify under one scoring rule: on ready embeddings (search + scoring), and on the clip."""
+    identify(ix, queries[0], 5, scoring=scoring)  # the gallery's speaker maps are made once
+    cycle = itertools.cycle(queries)
+    search = timed(lambda: identify(ix, next(cycle), 5, scoring=scoring), repeats)
+    whole = timed(lambda: identify(ix, emb.embed(clip), 5, scoring=scoring), repeats)
+    return search, whole
+
+
+def bench_gallery(tmp: Path, n: int, itype: str, emb: Embedder, clip: Path, rng: np.random.Generator,
+                  repeats: int) -> list[dict]:
+    """One row per scoring rule for a gallery of n clips: identify on a ready embedding and on
+    the clip, calibration and what opening the index costs a fresh process."""
+    ix, queries = gallery(tmp, n, emb, itype, rng)
+    t0 = time.perf_counter()
+    calibrate_open_set_threshold(ix)
+    cal_s = time.perf_counter() - t0
+    ix.save()
+    t0 = time.perf_counter()  # what a fresh `speakerid identify` pays once per run
+    cold_ix = SpeakerIndex.open(ix.path, verify=False)
+    identify(cold_ix, queries[0], 5)
+    cold_s = time.perf_counter() - t0
+    rows = []
+    for scoring in SCORINGS:
+        search, whole = time_rule(ix, queries, emb, clip, scoring, repeats)
+        rows.append({
+            "gallery_clips": n, "speakers": n // CLIPS_PER_SPEAKER, "index_type": itype,
+            "scoring": scoring, "whole": whole, "search_scoring": search,
+            "calibration_s": round(cal_s, 3), "open_and_first_identify_s": round(cold_s, 3),
+            "load_avg_1min": round(os.getloadavg()[0], 2),  # the machine may be shared
+        })
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    ix.close()
+    return rows
+
+
+def markdown(results: list[dict]) -> str:
+    lines = [
+        "| gallery clips | speakers | index | scoring | whole p50 / p90 ms | search+scoring p50 / p90 ms "
+        "| calibration s | open + first identify s | load avg |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['gallery_clips']:,} | {r['speakers']:,} | {r['index_type']} | {r['scoring']} | "
+            f"{r['whole']['p50_ms']} / {r['whole']['p90_ms']} | {r['search_scoring']['p50_ms']} / "
+            f"{r['search_scoring']['p90_ms']} | {r['calibration_s']} | {r['open_and_first_identify_s']} | {r['load_avg_1min']} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=HERE.parents[1] / "shared/data/librispeech-251")
@@ -94,66 +158,22 @@ def main() -> None:
         src = sorted(args.data.glob("*.flac"))[0]
         sf.write(clip, load(src)[: 3 * 16000], 16000)
         emb.embed(clip)
-        embed_t = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            emb.embed(clip)
-            embed_t.append(time.perf_counter() - t0)
-        print(f"embedding alone: {pct(embed_t)}", file=sys.stderr)
+        embed_alone = timed(lambda: emb.embed(clip), args.repeats)
+        print(f"embedding alone: {embed_alone}", file=sys.stderr)
         for itype in args.index_types.split(","):
             for n in (int(s) for s in args.sizes.split(",")):
-                ix, queries = gallery(tmp, n, emb, itype, rng)
-                t0 = time.perf_counter()
-                calibrate_open_set_threshold(ix)
-                cal_s = time.perf_counter() - t0
-                ix.save()
-                t0 = time.perf_counter()  # what a fresh `speakerid identify` pays once per run
-                cold_ix = SpeakerIndex.open(ix.path, verify=False)
-                identify(cold_ix, queries[0], 5)
-                cold_s = time.perf_counter() - t0
-                for scoring in SCORINGS:
-                    identify(ix, queries[0], 5, scoring=scoring)  # warm the gallery snapshot
-                    search_t = []
-                    for i in range(args.repeats):
-                        t0 = time.perf_counter()
-                        identify(ix, queries[i % len(queries)], 5, scoring=scoring)
-                        search_t.append(time.perf_counter() - t0)
-                    whole_t = []
-                    for _ in range(args.repeats):
-                        t0 = time.perf_counter()
-                        identify(ix, emb.embed(clip), 5, scoring=scoring)
-                        whole_t.append(time.perf_counter() - t0)
-                    row = {
-                        "gallery_clips": n, "speakers": n // CLIPS_PER_SPEAKER, "index_type": itype,
-                        "scoring": scoring, "whole": pct(whole_t), "search_scoring": pct(search_t),
-                        "calibration_s": round(cal_s, 3), "open_and_first_identify_s": round(cold_s, 3),
-                        "load_avg_1min": round(os.getloadavg()[0], 2),  # the machine may be shared
-                    }
-                    results.append(row)
-                    print(json.dumps(row), file=sys.stderr)
-                ix.close()
+                results += bench_gallery(tmp, n, itype, emb, clip, rng, args.repeats)
     meta = {
         "clip": f"first 3 s of {src.name} (real speech), model {args.model}, 1 thread (ORT, FAISS, BLAS)",
         "gallery": f"synthetic clustered unit vectors, {CLIPS_PER_SPEAKER} clips per speaker",
         "repeats": args.repeats,
-        "embedding_alone": pct(embed_t),
+        "embedding_alone": embed_alone,
         "machine": {"cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "python": platform.python_version()},
         "command": "python benchmarks/bench_identify.py " + " ".join(sys.argv[1:]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
-    lines = [
-        "| gallery clips | speakers | index | scoring | whole p50 / p90 ms | search+scoring p50 / p90 ms "
-        "| calibration s | open + first identify s | load avg |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['gallery_clips']:,} | {r['speakers']:,} | {r['index_type']} | {r['scoring']} | "
-            f"{r['whole']['p50_ms']} / {r['whole']['p90_ms']} | {r['search_scoring']['p50_ms']} / "
-            f"{r['search_scoring']['p90_ms']} | {r['calibration_s']} | {r['open_and_first_identify_s']} | {r['load_avg_1min']} |"
-        )
-    print("\n".join(lines))
+    print(markdown(results))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import numpy as np
 from faiss.contrib.evaluation import knn_intersection_measure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from speakerid.index import IndexSpec, _set_search_params, build_faiss_index  # noqa: E402
+from speakerid.index import IndexSpec, build_faiss_index, set_search_params  # noqa: E402
 
 K = 10
 HNSW_EF = (16, 32, 64, 128, 256)
@@ -102,7 +102,7 @@ def bench_size(n: int, args: argparse.Namespace, threads: int) -> list[dict]:
         else:
             sweep = [(spec, {}, True)]
         for s, params, is_default in sweep:
-            _set_search_params(index, s, K)
+            set_search_params(index, s, K)
             got, ms = time_queries(index, q)
             if truth is None:
                 truth = got  # flat is exact and comes first

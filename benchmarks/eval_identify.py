@@ -36,15 +36,10 @@ import numpy as np
 from speakerid import Embedder
 from speakerid.audio import load
 from speakerid.bench.protocols import read_speakers_csv, split_in_time
+from speakerid.calibration import DEFAULT_FAR, calibrate_open_set_threshold
 from speakerid.config import EmbedOptions
 from speakerid.errors import SpeakeridError
-from speakerid.identify import (
-    DEFAULT_FAR,
-    calibrate_open_set_threshold,
-    identify,
-    model_verification_threshold,
-    rank_speakers,
-)
+from speakerid.identify import identify, model_verification_threshold, rank_speakers
 from speakerid.index import IndexSpec, SpeakerIndex
 from speakerid.metrics import fnir_at_fpir
 
@@ -130,12 +125,76 @@ def rate(x: list[bool]) -> float:
     return float(np.mean(x)) if x else float("nan")
 
 
+def open_set_row(ix: SpeakerIndex, q: np.ndarray, queried: list[str], out_set: set[str], seed: int,
+                 scoring: str, top_n: int, thresholds: dict[str, float | None]) -> dict:
+    """Calibrate ``ix`` for one scoring rule, identify every query and count the verdicts at the
+    calibrated threshold and at the other ``thresholds`` (the unenrolled are ``out_set``)."""
+    t0 = time.perf_counter()
+    thr = calibrate_open_set_threshold(ix, DEFAULT_FAR, scoring=scoring, top_n=top_n)
+    cal_s = time.perf_counter() - t0
+    res = identify(ix, q, 1, threshold=-1.0, scoring=scoring, top_n=top_n)
+    best = np.array([r.matches[0].score for r in res])
+    right = np.array([r.matches[0].speaker == s for r, s in zip(res, queried)])
+    unk = np.array([s in out_set for s in queried])
+    row = {
+        "seed": seed,
+        "gallery_speakers": len(ix.speakers()),
+        "gallery_clips": len(ix),
+        "calibrated_threshold": thr,
+        "calibration_s": round(cal_s, 4),
+        "threshold_method": ix.threshold_method,
+        "nonmated_top_scores": best[unk].round(5).tolist(),
+        "mated_true_scores": best[~unk].round(5).tolist(),
+        "mated_is_top1": right[~unk].tolist(),
+    }
+    for name, t in {"calibrated": thr, **thresholds}.items():
+        if t is None:
+            continue
+        acc = best >= t
+        row[name] = {
+            "threshold": t,
+            "unenrolled_accepted": rate(list(acc[unk])),
+            "enrolled_correct": rate(list((acc & right)[~unk])),
+            "enrolled_wrong_accept": rate(list((acc & ~right)[~unk])),
+            "enrolled_rejected": rate(list(~acc[~unk])),
+        }
+    return row
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Seed 0, mean, min and max of each rate over the seeds, and the oracle FNIR pooled over
+    them; the per-query scores are dropped from ``rows`` afterwards (they made the summary)."""
+    summ: dict = {}
+    for name in ("calibrated", "verification", "eer"):
+        if name not in rows[0]:
+            continue
+        for key in ("unenrolled_accepted", "enrolled_correct", "enrolled_wrong_accept"):
+            v = [row[name][key] for row in rows]
+            summ[f"{name}.{key}"] = {"seed0": v[0], "mean": float(np.mean(v)), "min": min(v), "max": max(v)}
+    thr = [row["calibrated_threshold"] for row in rows]
+    summ["calibrated_threshold"] = {"seed0": thr[0], "mean": float(np.mean(thr)), "min": min(thr), "max": max(thr)}
+    pooled = fnir_at_fpir(
+        np.concatenate([row["mated_true_scores"] for row in rows]),
+        np.concatenate([row["mated_is_top1"] for row in rows]).astype(bool),
+        np.concatenate([row["nonmated_top_scores"] for row in rows]),
+        DEFAULT_FAR,
+    )
+    summ["oracle_pooled"] = {"fpir": pooled.fpir, "fnir": pooled.fnir, "threshold": pooled.threshold}
+    for row in rows:  # keep the file small
+        for key in ("nonmated_top_scores", "mated_true_scores", "mated_is_top1"):
+            del row[key]
+    return summ
+
+
 def evaluate(model: str, data: Path, seeds: int, workers: int, eer_threshold: float | None) -> dict:
     c = embed_corpus(model, data, workers)
     emb, speakers, vecs = c["embedder"], c["speakers"], c["vecs"]
     queried = [s for s in speakers if (s, "query") in vecs]
     q = np.stack([vecs[(s, "query")] for s in queried])
     verif = model_verification_threshold(model)
+    others: dict[str, float | None] = {"verification": verif}
+    if eer_threshold is not None and (verif is None or abs(eer_threshold - verif) > 1e-3):
+        others["eer"] = eer_threshold  # only when the model's default is not the EER one
     out: dict = {
         "speakers": len(speakers),
         "queries": len(queried),
@@ -162,61 +221,10 @@ def evaluate(model: str, data: Path, seeds: int, workers: int, eer_threshold: fl
                 out_set = set(rng.choice(queried, LEAVE_OUT, replace=False).tolist())
                 ix = build(tmp, emb, [(s, v) for s, v in clips if s not in out_set])
                 for label, (scoring, top_n) in RULES.items():
-                    t0 = time.perf_counter()
-                    thr = calibrate_open_set_threshold(ix, DEFAULT_FAR, scoring=scoring, top_n=top_n)
-                    cal_s = time.perf_counter() - t0
-                    res = identify(ix, q, 1, threshold=-1.0, scoring=scoring, top_n=top_n)
-                    best = np.array([r.matches[0].score for r in res])
-                    right = np.array([r.matches[0].speaker == s for r, s in zip(res, queried)])
-                    unk = np.array([s in out_set for s in queried])
-                    row = {
-                        "seed": seed,
-                        "gallery_speakers": len(speakers) - LEAVE_OUT,
-                        "gallery_clips": len(ix),
-                        "calibrated_threshold": thr,
-                        "calibration_s": round(cal_s, 4),
-                        "threshold_method": ix.info()["threshold_method"],
-                        "nonmated_top_scores": best[unk].round(5).tolist(),
-                        "mated_true_scores": best[~unk].round(5).tolist(),
-                        "mated_is_top1": right[~unk].tolist(),
-                    }
-                    named = {"calibrated": thr, "verification": verif}
-                    if eer_threshold is not None and (verif is None or abs(eer_threshold - verif) > 1e-3):
-                        named["eer"] = eer_threshold  # only when the model's default is not the EER one
-                    for name, t in named.items():
-                        if t is None:
-                            continue
-                        acc = best >= t
-                        row[name] = {
-                            "threshold": t,
-                            "unenrolled_accepted": rate(list(acc[unk])),
-                            "enrolled_correct": rate(list((acc & right)[~unk])),
-                            "enrolled_wrong_accept": rate(list((acc & ~right)[~unk])),
-                            "enrolled_rejected": rate(list(~acc[~unk])),
-                        }
+                    row = open_set_row(ix, q, queried, out_set, seed, scoring, top_n, others)
                     cond["rules"][label]["open_set"].append(row)
             for r in cond["rules"].values():
-                rows = r["open_set"]
-                summ: dict = {}
-                for name in ("calibrated", "verification", "eer"):
-                    if name not in rows[0]:
-                        continue
-                    for key in ("unenrolled_accepted", "enrolled_correct", "enrolled_wrong_accept"):
-                        v = [row[name][key] for row in rows]
-                        summ[f"{name}.{key}"] = {"seed0": v[0], "mean": float(np.mean(v)), "min": min(v), "max": max(v)}
-                thr = [row["calibrated_threshold"] for row in rows]
-                summ["calibrated_threshold"] = {"seed0": thr[0], "mean": float(np.mean(thr)), "min": min(thr), "max": max(thr)}
-                pooled = fnir_at_fpir(
-                    np.concatenate([row["mated_true_scores"] for row in rows]),
-                    np.concatenate([row["mated_is_top1"] for row in rows]).astype(bool),
-                    np.concatenate([row["nonmated_top_scores"] for row in rows]),
-                    DEFAULT_FAR,
-                )
-                summ["oracle_pooled"] = {"fpir": pooled.fpir, "fnir": pooled.fnir, "threshold": pooled.threshold}
-                r["summary"] = summ
-                for row in rows:  # the per-query scores made the summary; keep the file small
-                    for key in ("nonmated_top_scores", "mated_true_scores", "mated_is_top1"):
-                        del row[key]
+                r["summary"] = summarise(r["open_set"])
             out["conditions"][condition] = cond
     return out
 

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from speakerid import cli
-from speakerid import identify as identify_mod
+from speakerid.calibration import impostors
 from speakerid.errors import ConfigError, EmptyGalleryError, ModelMismatchError
 from speakerid.identify import (
     Identification,
@@ -155,7 +155,8 @@ def test_verdict_and_threshold(tmp_path: Path, rng: np.random.Generator) -> None
         # no threshold stored and an unknown model: refuse rather than guess
         with pytest.raises(ConfigError, match="no threshold"):
             identify(ix, q)
-        ix.set_threshold(0.3, "test")
+        ix.set_threshold(0.3, "test", basis="manual", warnings=["w"])
+        assert (ix.threshold_method, ix.threshold_basis, ix.threshold_warnings) == ("test", "manual", ["w"])
         (r,) = identify(ix, q)
         assert r.threshold == pytest.approx(0.3) and r.threshold_method == "test"
 
@@ -181,10 +182,18 @@ def test_snapshot_follows_changes(tmp_path: Path, rng: np.random.Generator) -> N
         add(ix, x, names)
         newcomer = unit(rng.standard_normal(DIM))
         assert identify(ix, newcomer, 1, threshold=0.99)[0].matches[0].speaker != "new"
+        maps = ix.speaker_maps()
+        assert ix.speaker_maps() is maps  # the gallery makes its maps once per state
+        with pytest.raises(ValueError):
+            maps.centroids[0, 0] = 0.0  # and hands them out read-only
         add(ix, newcomer[None], ["new"], tag="n")
+        assert ix.speaker_maps() is not maps and "new" in ix.speaker_maps().names
         assert identify(ix, newcomer, 1, threshold=0.99)[0].speaker == "new"
         ix.remove_speaker("new")
+        assert "new" not in ix.speaker_maps().names and len(ix.speaker_maps().ids) == len(x)
         assert "new" not in [m.speaker for m in identify(ix, newcomer, 10, threshold=0.99)[0].matches]
+        ix.save()  # saving changes nothing scoring sees
+        assert ix.speaker_maps().names == tuple(sorted(set(names)))
 
 
 # --- calibration ---------------------------------------------------------------------------
@@ -295,9 +304,9 @@ def test_calibration_cost_is_bounded_and_seeded(tmp_path: Path, rng: np.random.G
         a = gallery_impostor_scores(ix, max_clips=50, seed=1)
         assert len(a) == 50
         np.testing.assert_array_equal(a, gallery_impostor_scores(ix, max_clips=50, seed=1))
-        g = identify_mod._gallery(ix)
-        rows = identify_mod._calibration_clips(g, 50, 1)
-        assert len(set(g.sorted_spk[rows].tolist())) == 50  # one clip of every speaker
+        g = ix.speaker_maps()
+        rows = impostors.sample_clips(g, 50, 1)
+        assert len(set(g.owners[rows].tolist())) == 50  # one clip of every speaker
         assert "n=50 " in (calibrate_open_set_threshold(ix, max_clips=50) and ix.info()["threshold_method"])
 
 
@@ -419,8 +428,8 @@ def test_cli_identify(speech: dict, tmp_path: Path, monkeypatch, capsys) -> None
 def test_cli_identify_errors(speech: dict, tmp_path: Path, monkeypatch, capsys) -> None:
     real_index(speech, tmp_path / "ix").close()
     clip = speech["query_paths"][speech["enrolled"][0]]
-    with make_index(tmp_path / "empty", model="campplus") as e:
-        e.save()
+    emb = speech["embedder"]
+    SpeakerIndex.create(tmp_path / "empty", IndexSpec(model=emb.model, weights_sha256=emb.weights_sha256, dim=emb.dim)).close()
     cases = [
         (["--index", tmp_path / "nowhere"], "no speaker index"),
         (["--index", tmp_path / "ix", "--model", "ge2e"], "ge2e"),
@@ -442,7 +451,8 @@ def test_cli_identify_refuses_other_weights(speech: dict, tmp_path: Path, monkey
         ix.add(speech["enrol_vecs"][s][None], [s], ["x"], ["ef" * 32], [1.0], [1.0])
         ix.save()
     code, _, err = run_cli(["identify", speech["query_paths"][s], "--index", tmp_path / "ix"], monkeypatch, capsys)
-    assert code == 2 and "other campplus weights" in err and err.count("\n") == 1
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: index at ")
+    assert "built with model 'campplus' (weights_sha256 cdcdcdcdcdcd…" in err and "not weights_sha256" in err
 
 
 def test_cli_demo(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -463,6 +473,9 @@ def test_cli_demo(tmp_path: Path, monkeypatch, capsys) -> None:
         else:
             assert verdict == truth, cells
     assert "10 of 10 correct" in out
-    # a second run reuses the corpus and the index
-    code, out, _ = run_cli(["demo", "--workdir", tmp_path], monkeypatch, capsys)
-    assert code == 0 and "10 of 10 correct" in out
+    # a second run reuses the corpus and the index; --json gives the verdicts as one object
+    code, out, _ = run_cli(["demo", "--workdir", tmp_path, "--json"], monkeypatch, capsys)
+    result = json.loads(out)
+    assert code == 0 and result["correct"] == 10 and len(result["queries"]) == 10
+    assert {q["truth"] for q in result["queries"] if q["clip"].startswith("ked")} == {None}
+    assert all(q["verdict"] == q["truth"] for q in result["queries"])

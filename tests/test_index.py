@@ -18,7 +18,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import speakerid.index as index_mod
 from speakerid.errors import (
     ConfigError,
     EmptyGalleryError,
@@ -29,7 +28,7 @@ from speakerid.errors import (
     ModelMismatchError,
     SpeakerNotFoundError,
 )
-from speakerid.index import IndexSpec, SpeakerIndex
+from speakerid.index import IndexSpec, SpeakerIndex, storage
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 32
@@ -401,23 +400,34 @@ def test_crash_in_save_keeps_previous_version(
     built: tuple[Path, np.ndarray], rng, monkeypatch, fail_at: int
 ) -> None:
     d, _ = built
-    real = index_mod._write_file
+    real_file, real_pointer = storage._write_new, storage.write_bytes
     calls = []
 
-    def flaky(path: Path, fill):
+    def flaky_file(path: Path, fill):
         if len(calls) == fail_at:
-            real(path, lambda put: put(b"partial"))  # leave a half-written file behind
+            real_file(path, lambda put: put(b"partial"))  # leave a half-written file behind
             raise Crash(path.name)
         calls.append(path)
-        return real(path, fill)
+        return real_file(path, fill)
+
+    def flaky_pointer(path: Path, data: bytes, mode: int) -> None:
+        if len(calls) == fail_at:  # as if killed while writing CURRENT's temporary sibling
+            (path.parent / f".{path.name}.dead.tmp").write_bytes(data[:2])
+            raise Crash(path.name)
+        calls.append(path)
+        real_pointer(path, data, mode)
 
     ix = SpeakerIndex.open(d, writable=True)
     ix.remove_speaker("spk0")
     add_clips(ix, unit(rng, 3), ["new"] * 3, start=100)
-    monkeypatch.setattr(index_mod, "_write_file", flaky)
+    monkeypatch.setattr(storage, "_write_new", flaky_file)
+    monkeypatch.setattr(storage, "write_bytes", flaky_pointer)
     with pytest.raises(Crash):
         ix.save()
-    monkeypatch.setattr(index_mod, "_write_file", real)
+    monkeypatch.undo()
+    assert [p.name for p in calls][:fail_at] == [
+        "index.faiss", "utterances.parquet", "speakers.parquet", "failures.parquet", "manifest.json"
+    ][:fail_at]
     before = SpeakerIndex.open(d)
     assert len(before) == 40 and "spk0" in before.speakers() and "new" not in before.speakers()
     ix.save()  # the writer can retry; leftovers are collected
@@ -427,21 +437,30 @@ def test_crash_in_save_keeps_previous_version(
     assert not [p for p in d.iterdir() if ".tmp" in p.name]
 
 
-@pytest.mark.parametrize("step", ["rename", "replace"])
-def test_crash_around_the_switch(built: tuple[Path, np.ndarray], rng, monkeypatch, step: str) -> None:
+@pytest.mark.parametrize("nth", [0, 1])  # renaming the new version's directory, replacing CURRENT
+def test_crash_around_the_switch(built: tuple[Path, np.ndarray], rng, monkeypatch, nth: int) -> None:
     d, _ = built
     ix = SpeakerIndex.open(d, writable=True)
     add_clips(ix, unit(rng, 2), ["new"] * 2, start=100)
+    real = os.replace
+    calls = []
 
-    def boom(*a, **k):
-        raise Crash(step)
+    def flaky(src, dst, *a, **k):
+        calls.append(Path(dst).name)
+        if len(calls) == nth + 1:
+            raise Crash(Path(dst).name)
+        return real(src, dst, *a, **k)
 
-    monkeypatch.setattr(index_mod.os, step, boom)
+    monkeypatch.setattr(os, "replace", flaky)
     with pytest.raises(Crash):
         ix.save()
     monkeypatch.undo()
-    assert len(SpeakerIndex.open(d)) == 40
+    assert calls[-1] == ("v000003", "CURRENT")[nth]
+    assert len(SpeakerIndex.open(d)) == 40 and (d / "CURRENT").read_text() == "v000002\n"
+    ix.save()
     ix.close()
+    assert len(SpeakerIndex.open(d)) == 42
+    assert not [p for p in d.iterdir() if ".tmp" in p.name]
 
 
 CHILD = textwrap.dedent(

@@ -6,14 +6,17 @@ Synthetic unit vectors: what is tested is the on-disk versioning, not the embedd
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, run_main
 
-import speakerid.index as index_mod
 from speakerid.errors import ConfigError, IndexCorruptError, IndexLockedError, IndexNotFoundError
 from speakerid.identify import identify
 from speakerid.index import IndexCheck, IndexSpec, SpeakerIndex, rollback, verify_index
@@ -181,11 +184,13 @@ def test_rollback_refusals(two_versions, tmp_path: Path) -> None:
 def test_pointer_to_a_missing_version_and_leftovers(two_versions) -> None:
     d, old, _ = two_versions
     (d / "CURRENT").write_text("v000009\n")
-    os.mkdir(d / ".tmp-v000010-abcd", 0o700)  # an interrupted save
+    os.mkdir(d / ".tmp-v000010-abcd", 0o700)  # an interrupted save (as older releases named it)
+    os.mkdir(d / ".v000011.k2j4.tmp", 0o700)  # an interrupted save
+    (d / ".CURRENT.x7q1.tmp").write_text("v0")  # an interrupted switch
     report = verify_index(d)
     assert report.current == 9 and not report.ok
     assert report.versions[0].version == 9 and "does not exist" in report.versions[0].problem
-    assert report.leftovers == (".tmp-v000010-abcd",)
+    assert report.leftovers == (".CURRENT.x7q1.tmp", ".tmp-v000010-abcd", ".v000011.k2j4.tmp")
     assert report.rollback_to == 3
     assert rollback(d) == 3
 
@@ -197,7 +202,7 @@ def test_rollback_switch_is_atomic(two_versions, monkeypatch) -> None:
     def boom(*a, **k):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(index_mod.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk gone"):
         rollback(d)
     monkeypatch.undo()
@@ -214,3 +219,76 @@ def test_create_over_a_lost_pointer_does_not_delete_the_data(two_versions) -> No
         SpeakerIndex.create(d, IndexSpec("toy-model", "ab" * 32, DIM), exist_ok=True)
     assert sorted(p.name for p in d.iterdir() if p.name.startswith("v")) == ["v000002", "v000003"]
     assert rollback(d) == 3 and len(SpeakerIndex.open(d)) == 46
+
+
+# --- the CLI: speakerid index verify / rollback ------------------------------------------------
+
+
+def strict_json(text: str):
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+
+def test_cli_verify_and_rollback(two_versions, monkeypatch, capsys) -> None:
+    d, old, _ = two_versions
+    code, out, err = run_main(["index", "verify", "-i", d], monkeypatch, capsys)
+    assert code == 0, err
+    assert "every version is intact" in out and "v000003 current" in out and err == ""
+    code, out, _ = run_main(["index", "verify", "-i", d, "--json"], monkeypatch, capsys)
+    report = strict_json(out)
+    assert code == 0 and report["ok"] is True and report["current"] == 3 and report["problems"] == []
+    assert [v["version"] for v in report["versions"]] == [3, 2] and report["rollback_to"] == 2
+
+    flip_byte(d / "v000003" / "index.faiss")
+    code, out, err = run_main(["index", "verify", "-i", d], monkeypatch, capsys)
+    assert code == 1  # damage found, and listed
+    assert "v000003 current DAMAGED" in out and "index.faiss does not match its sha256" in out
+    assert "speakerid index rollback" in out and "1 problem found:" in err and "index.faiss" in err
+    code, out, err = run_main(["index", "verify", "-i", d, "--json"], monkeypatch, capsys)
+    report = strict_json(out)
+    assert code == 1 and report["ok"] is False and report["rollback_to"] == 2 and len(report["problems"]) == 1
+    assert report["versions"][0]["intact"] is False and "index.faiss" in err
+
+    code, out, err = run_main(["index", "rollback", "-i", d, "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    assert strict_json(out) == {"path": str(d), "previous": 3, "current": 2}
+    assert_answers(d, old, 40)
+    # the damaged version is kept for inspection: verify still reports it, but the index is usable
+    code, out, _ = run_main(["index", "verify", "-i", d, "--json"], monkeypatch, capsys)
+    assert code == 1 and strict_json(out)["ok"] is True and strict_json(out)["current"] == 2
+
+
+def test_cli_rollback_to_and_usage_errors(two_versions, tmp_path: Path, monkeypatch, capsys) -> None:
+    d, _, _ = two_versions
+    code, out, err = run_main(["index", "rollback", "-i", d, "--to", "2"], monkeypatch, capsys)
+    assert code == 0 and "rolled back from version 3 to version 2" in out, err
+    code, out, err = run_main(["index", "rollback", "-i", d, "--to", "3", "--wait", "1"], monkeypatch, capsys)
+    assert code == 0 and "to version 3" in out, err
+    for args, message in [
+        (["--to", "3"], "already the current version"),
+        (["--to", "7"], "no version 7 (versions on disk: 2, 3)"),
+        (["--to", "0"], "to_version must be a positive integer"),
+    ]:
+        code, out, err = run_main(["index", "rollback", "-i", d, *args], monkeypatch, capsys)
+        assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+        assert out == ""
+    with SpeakerIndex.lock(d):
+        code, _, err = run_main(["index", "rollback", "-i", d, "--json"], monkeypatch, capsys)
+        assert code == 2 and "locked by another writer" in err
+    for cmd in ("verify", "rollback"):
+        code, out, err = run_main(["index", cmd, "-i", tmp_path / "nowhere"], monkeypatch, capsys)
+        assert code == 2 and "no speaker index" in err and out == ""
+    code, _, err = run_main(["index", "rollback", "-i", d, "--to", "two"], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in err  # a usage error
+
+
+def test_cli_verify_in_a_subprocess(two_versions) -> None:
+    """The installed entry point: exit codes and one JSON object on stdout."""
+    d, _, _ = two_versions
+    truncate(d / "v000002" / "speakers.parquet")  # an older version is damaged: still damage found
+    proc = subprocess.run([sys.executable, "-m", "speakerid", "index", "verify", "-i", str(d), "--json"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 1, proc.stderr
+    report = strict_json(proc.stdout)
+    assert report["ok"] is True and [v["intact"] for v in report["versions"]] == [True, False]
+    assert "speakers.parquet" in proc.stderr

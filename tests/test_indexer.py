@@ -37,7 +37,6 @@ from speakerid.errors import (
 )
 from speakerid.index import SpeakerIndex
 from speakerid.indexer import (
-    BuildStatus,
     Item,
     add_files,
     build_index,
@@ -198,8 +197,9 @@ def test_bad_files_are_recorded_and_the_build_succeeds(tmp_path, clips, campplus
     (corpus / spk / "empty.flac").write_bytes(b"")
     (corpus / spk / "text.mp3").write_text("not audio at all\n" * 50)
     sf.write(corpus / spk / "silence.wav", np.zeros(3 * 16000, np.float32), 16000)
-    statuses: list[BuildStatus] = []
-    rep = build_index(corpus, tmp_path / "ix", embedder=campplus, progress=statuses.append)
+    calls: list[tuple] = []
+    rep = build_index(corpus, tmp_path / "ix", embedder=campplus,
+                      progress=lambda stage, done, total, **extra: calls.append((stage, done, total, extra)))
     assert (rep.files_total, rep.files_embedded, rep.files_failed) == (8, 4, 4)
     errors = dict(rep.failures)
     assert set(Path(p).name for p in errors) == {"random.wav", "empty.flac", "text.mp3", "silence.wav"}
@@ -209,18 +209,19 @@ def test_bad_files_are_recorded_and_the_build_succeeds(tmp_path, clips, campplus
     ix = SpeakerIndex.open(tmp_path / "ix")
     assert len(ix) == 4 and ix.failures().num_rows == 4
     assert ix.threshold is not None
-    assert statuses[-1].phase == "done" and statuses[-1].files_done == 8
+    indexing = [c for c in calls if c[0] == "indexing"]
+    assert indexing[0][1:3] == (0, 8) and indexing[-1][1:3] == (8, 8)  # one protocol: (stage, done, total)
+    assert indexing[-1][3]["failed"] == 4 and indexing[-1][3]["audio_s"] == pytest.approx(rep.audio_s)
+    assert [d for _, d, _, _ in indexing] == sorted(d for _, d, _, _ in indexing)
+    assert calls[-2:] == [("saving", 0, 1, {}), ("saving", 1, 1, {})]
     assert rep.audio_s > 10 and rep.real_time_factor > 0 and rep.speech_s <= rep.audio_s
 
 
-def test_index_holds_embed_results_wherever_the_encoder_runs(tmp_path, clips, campplus, monkeypatch):
-    import speakerid.indexer as indexer_mod
-
+def test_index_holds_embed_results_wherever_the_encoder_runs(tmp_path, clips, campplus):
     corpus = folders(tmp_path / "c", clips[:4])
     built = {}
     for where in (True, False):  # encoder in the workers / in the calling thread
-        monkeypatch.setattr(indexer_mod, "ENCODE_IN_WORKERS", where)
-        build_index(corpus, tmp_path / f"ix-{where}", embedder=campplus, workers=2)
+        build_index(corpus, tmp_path / f"ix-{where}", embedder=campplus, workers=2, encode_in_workers=where)
         built[where] = contents(tmp_path / f"ix-{where}")
     assert_same_index(tmp_path / "ix-True", tmp_path / "ix-False")
     by_speaker = {s: v for s, v in built[True].values()}
@@ -301,8 +302,8 @@ DRIVER = textwrap.dedent(
     import sys
     from speakerid.indexer import BuildInterrupted, build_index
 
-    def progress(s):
-        print(s.phase, s.files_done, flush=True)
+    def progress(stage, done, total, **extra):
+        print(stage, done, flush=True)
 
     try:
         build_index(sys.argv[1], sys.argv[2], model="campplus", workers=1, checkpoint_every_s=0.15,
@@ -340,9 +341,9 @@ def test_kill9_at_several_points_then_resume_equals_uninterrupted_build(tmp_path
     # kill after a few files, right as a checkpoint save starts, and late in the build
     early, late = rng.randint(1, 4), rng.randint(n - 4, n - 1)
     points = [
-        lambda w: w[0] == "embedding" and int(w[1]) >= early,
+        lambda w: w[0] == "indexing" and int(w[1]) >= early,
         lambda w: w[0] == "checkpoint",
-        lambda w: w[0] == "embedding" and int(w[1]) >= late,
+        lambda w: w[0] == "indexing" and int(w[1]) >= late,
     ]
     saved = []
     for stop_when in points:
@@ -365,7 +366,7 @@ def test_ctrl_c_saves_what_is_done(tmp_path, clips, campplus):
     corpus = folders(tmp_path / "c", clips[:14])
     ix = tmp_path / "ix"
     proc = _start_driver(tmp_path, corpus, ix)
-    assert _read_until(proc, lambda w: w[0] == "embedding" and int(w[1]) >= 4) is not None
+    assert _read_until(proc, lambda w: w[0] == "indexing" and int(w[1]) >= 4) is not None
     proc.send_signal(signal.SIGINT)
     line = _read_until(proc, lambda w: w[0] in ("interrupted", "finished"))
     proc.wait(timeout=30)
@@ -382,8 +383,8 @@ KILL_DRIVER = textwrap.dedent(
     import sys
     from speakerid.indexer import build_index
 
-    def progress(s):
-        print(s.phase, s.files_embedded, flush=True)
+    def progress(stage, done, total, **extra):  # every file is new and good: done = embedded
+        print(stage, done, flush=True)
 
     build_index(sys.argv[1], sys.argv[2], model="campplus", workers=2, progress=progress)  # default checkpoints
     print("finished", flush=True)
@@ -413,10 +414,10 @@ def test_sigkill_at_5s_keeps_most_finished_work(tmp_path, librispeech, librispee
     reader.start()
 
     def embedded() -> int:
-        return max([int(w[1]) for _, w in list(lines) if w[0] == "embedding"], default=0)
+        return max([int(w[1]) for _, w in list(lines) if w[0] == "indexing"], default=0)
 
     def embedding_for() -> float:  # seconds since the first file was embedded
-        first = [t for t, w in list(lines) if w[0] == "embedding" and int(w[1]) > 0][:1]
+        first = [t for t, w in list(lines) if w[0] == "indexing" and int(w[1]) > 0][:1]
         return time.monotonic() - first[0] if first else 0.0
 
     # ~5 s after the start (imports and model loading take 1-2 s of it), and after at least
@@ -597,3 +598,60 @@ def test_cli_errors_are_one_line(tmp_path, clips, cli):
     _one_error_line(*cli("enroll", "ghost", str(silent), "--index", ix)[::2], "no clip of ghost", "NoSpeechError")
     with SpeakerIndex.lock(ix):
         _one_error_line(*cli("index", "build", str(corpus), "--index", ix)[::2], "locked by another writer")
+
+
+def test_cli_json_outputs(tmp_path, clips, cli):
+    """--json: one strict JSON object on stdout (the BuildReport for build/add/enroll); failed
+    files are still listed on stderr and set the exit code."""
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+    corpus = folders(tmp_path / "c", clips[:3])
+    (corpus / clips[0][1] / "junk.wav").write_bytes(os.urandom(3000))
+    ix = str(tmp_path / "ix")
+    code, out, err = cli("index", "build", str(corpus), "--index", ix, "--json")
+    rep = strict(out)
+    assert code == 1 and "junk.wav" in err
+    assert (rep["files_total"], rep["files_embedded"], rep["files_failed"], rep["speakers"]) == (4, 3, 1, 3)
+    assert rep["failures"][0]["path"].endswith("junk.wav") and rep["failures"][0]["error"].startswith("AudioDecodeError")
+    assert rep["index_path"] == ix and rep["interrupted"] is False and isinstance(rep["warnings"], list)
+    code, out, err = cli("enroll", "zoe", str(clips[10][0]), "--index", ix, "--json")
+    assert code == 0 and strict(out)["files_embedded"] == 1, err
+    code, out, err = cli("index", "add", str(clips[11][0]), "--speaker", "yann", "--index", ix, "--json")
+    assert code == 0 and strict(out)["speakers"] == 5, err
+    code, out, err = cli("index", "remove", "zoe", "--index", ix, "--json")
+    removed = strict(out)
+    assert code == 0 and (removed["removed"], removed["clips"], removed["speakers"]) == ("zoe", 1, 4), err
+    assert removed["threshold_method"].startswith("gallery-impostor") or "verification" in removed["threshold_method"]
+    code, out, _ = cli("index", "info", "--index", ix, "--json")
+    info = strict(out)
+    assert code == 0 and info["speakers"] == 4 and info["version"] == removed["version"]
+    assert {"threshold_basis", "threshold_warnings", "near_duplicate_speakers"} <= set(info)
+    assert info["threshold_warnings"] and "too small to calibrate" in info["threshold_warnings"][0]
+    code, out, _ = cli("index", "info", "--index", ix)
+    assert code == 0 and "basis" in out and "threshold warning: the gallery is too small" in out
+
+
+def test_open_with_embedder_is_the_one_model_check(tmp_path, clips, campplus):
+    from speakerid.index import open_with_embedder
+
+    corpus = folders(tmp_path / "c", clips[:2])
+    build_index(corpus, tmp_path / "ix", embedder=campplus)
+    ix, emb = open_with_embedder(tmp_path / "ix", embedder=campplus)
+    assert emb is campplus and ix.spec.model == "campplus" and not ix.writable
+    ix, emb = open_with_embedder(tmp_path / "ix", model="campplus", embed=EmbedOptions(threads=1))
+    assert (emb.model, emb.weights_sha256, emb.dim) == (ix.spec.model, ix.spec.weights_sha256, ix.dim)
+    with pytest.raises(ModelMismatchError, match="built with model 'campplus'.*not model 'ge2e'"):
+        open_with_embedder(tmp_path / "ix", model="ge2e")
+    class OtherWeights:  # the same model name, as after its weights changed in the cache
+        model, weights_sha256, dim = "campplus", "cd" * 32, 192
+
+    with pytest.raises(ModelMismatchError, match=r"not weights_sha256 cdcdcdcdcdcd…; embed") as e:
+        open_with_embedder(tmp_path / "ix", embedder=OtherWeights(), writable=True)  # type: ignore[arg-type]
+    assert "--" not in str(e.value)
+    with SpeakerIndex.open(tmp_path / "ix", writable=True):  # the failed open released the lock
+        pass
+    with pytest.raises(ConfigError, match="either an embedder or the options"):
+        open_with_embedder(tmp_path / "ix", embedder=campplus, embed=EmbedOptions(threads=1))
+    with pytest.raises(ConfigError, match="the embedder given runs 'campplus'"):
+        open_with_embedder(tmp_path / "ix", model="ge2e", embedder=campplus)

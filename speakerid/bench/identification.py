@@ -31,16 +31,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..calibration import DEFAULT_FAR, calibrate_open_set_threshold
 from ..errors import ConfigError
-from ..identify import (
-    DEFAULT_FAR,
-    DEFAULT_SCORING,
-    DEFAULT_TOP_N,
-    SCORINGS,
-    calibrate_open_set_threshold,
-    model_verification_threshold,
-    rank_speakers,
-)
+from ..identify import DEFAULT_SCORING, DEFAULT_TOP_N, SCORINGS, model_verification_threshold, rank_speakers
 from ..index import IndexSpec, SpeakerIndex
 from ..metrics import fnir_at_fpir, open_set_rates
 from ..progress import Progress, report
@@ -242,7 +235,7 @@ def _gallery_search(
             _enrol(index, plan, e)
             threshold = calibrate_open_set_threshold(index, far, scoring=scoring, top_n=top_n)
             info = IndexInfo(path=None if index_dir is None else str(index_dir), threshold=threshold,
-                             threshold_method=str(index.info()["threshold_method"]))
+                             threshold_method=str(index.threshold_method))
             if index_dir is not None:
                 index.save()
             report(progress, "enrolling", 1, 1)

@@ -19,8 +19,8 @@ from ._common import (
     err,
     expand_inputs,
     finish,
-    make_embedder,
     out,
+    print_json,
     report_failures,
     threshold_arg,
     warn,
@@ -34,20 +34,14 @@ RESULT_FORMATS = (".jsonl", ".csv", ".parquet")
 
 
 def _identify_setup(index_dir: Path, model: str | None, workers: int):
-    """Open the index read-only and an Embedder of the index's own model (else refuse)."""
-    from ..errors import EmptyGalleryError, ModelMismatchError
-    from ..index import SpeakerIndex
+    """The index (read-only, not empty) and an Embedder of its own model."""
+    from ..config import EmbedOptions
+    from ..errors import EmptyGalleryError
+    from ..index import open_with_embedder
 
-    ix = SpeakerIndex.open(index_dir, model=model)
+    ix, emb = open_with_embedder(index_dir, model=model, embed=EmbedOptions(threads=1 if workers > 1 else None))
     if len(ix) == 0:
         raise EmptyGalleryError(f"the index at {index_dir} holds no speakers: enrol some first")
-    emb = make_embedder(ix.spec.model, False, threads=1 if workers > 1 else None)
-    if emb.weights_sha256 != ix.spec.weights_sha256 or emb.dim != ix.dim:
-        raise ModelMismatchError(
-            f"index at {index_dir} was built with other {ix.spec.model} weights "
-            f"({ix.spec.weights_sha256[:12]}…, dim {ix.dim}) than the cached model "
-            f"({emb.weights_sha256[:12]}…, dim {emb.dim}); rebuild the index"
-        )
     return ix, emb
 
 
@@ -177,13 +171,12 @@ def identify(
     files = expand_inputs(clips)
     sink = _ResultFile(out_file) if out_file is not None else None
     ix, emb = _identify_setup(index_dir, model, workers)
-    info = ix.info()
     if threshold is None and ix.threshold is None:
-        err.print(f"[yellow]warning:[/yellow] the index has no threshold; using the {emb.model} verification threshold")
+        warn(f"the index has no threshold; using the {emb.model} verification threshold")
     if not as_json:
-        thr = threshold if threshold is not None else info["threshold"]
-        how = "given" if threshold is not None else (info["threshold_method"] or "model default")
-        out.print(f"index {index_dir}: {info['speakers']} speakers, {info['utterances']} clips, model {emb.model}, "
+        thr = threshold if threshold is not None else ix.threshold
+        how = "given" if threshold is not None else (ix.threshold_method or "model default")
+        out.print(f"index {index_dir}: {len(ix.speakers())} speakers, {len(ix)} clips, model {emb.model}, "
                   f"threshold {thr if thr is None else f'{thr:.3f}'} ({how})")
     clip_w = min(48, max(4, *(len(str(p)) for p in files)))
     verdict_w = min(24, max(7, *(len(s) for s in ix.speakers())))
@@ -218,46 +211,56 @@ def identify(
 
 
 def _build_demo_index(speakers_dir: Path, index_dir: Path):
-    """The demo gallery, built (or brought up to date) by the corpus indexer."""
-    from ..index import SpeakerIndex
+    """The demo gallery, built (or brought up to date) by the corpus indexer, and its embedder."""
+    from ..index import open_with_embedder
     from ..indexer import build_index
     from ..models import store
 
     with RichProgress(err) as bar:  # the first run downloads and converts it: show it
         store.pull("campplus", progress=bar)
     build_index(speakers_dir, index_dir, model="campplus")
-    return SpeakerIndex.open(index_dir)
+    return open_with_embedder(index_dir)
 
 
 @app.command()
 def demo(
     workdir: Path = typer.Option(Path("index"), "--workdir", help="Where the demo corpus and index go."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the verdicts) instead of the table."),
 ) -> None:
     """Enrol four synthetic voices, then identify held-out sentences and a voice never enrolled."""
-    from rich.table import Table
-
     from ..demo import ENROLLED_VOICES, UNKNOWN_VOICES, make_corpus
     from ..identify import identify as run_identify
 
     err.print("synthesising the demo voices with flite and festival (text-to-speech, not real people)…")
     corpus = make_corpus(workdir / "demo-corpus")
     err.print(f"building the demo index in {workdir / 'demo'}…")
-    ix = _build_demo_index(corpus.speakers_dir, workdir / "demo")
-    emb = make_embedder(ix.spec.model, False)
-    table = Table(title=f"speakerid demo: {len(ENROLLED_VOICES)} enrolled voices, {ix.spec.model}",
-                  caption="All voices are synthetic (flite / festival text-to-speech), not recordings of people. "
-                          f"{', '.join(UNKNOWN_VOICES)} is not enrolled: the right verdict for it is unknown.")
-    for col in ("clip", "true speaker", "verdict", "score", "threshold", "correct?"):
-        table.add_column(col, justify="right" if col in ("score", "threshold") else "left")
-    right = 0
+    ix, emb = _build_demo_index(corpus.speakers_dir, workdir / "demo")
+    rows = []
     for path, truth in corpus.queries:
         ident = run_identify(ix, emb.embed(path), 3)[0]
-        ok = ident.speaker == truth
-        right += ok
-        table.add_row(path.name, truth or f"{path.name.split('-')[0]} (not enrolled)",
-                      ident.speaker or "unknown", f"{ident.best.score:.3f}" if ident.best else "",
-                      f"{ident.threshold:.3f}", "[green]yes[/green]" if ok else "[red]no[/red]")
+        rows.append({"clip": path.name, "truth": truth, "verdict": ident.speaker,
+                     "score": ident.best.score if ident.best else None, "threshold": ident.threshold,
+                     "correct": ident.speaker == truth})
+    right = sum(r["correct"] for r in rows)
+    if as_json:
+        print_json({"index": str(ix.path), "model": ix.spec.model, "enrolled": list(ENROLLED_VOICES),
+                    "not_enrolled": list(UNKNOWN_VOICES), "threshold_method": ix.threshold_method,
+                    "correct": right, "queries": rows})
+        return
+    _demo_table(rows, ix.spec.model, len(ENROLLED_VOICES), UNKNOWN_VOICES)
+    out.print(f"{right} of {len(rows)} correct; threshold: {ix.threshold_method}")
+
+
+def _demo_table(rows: list[dict], model: str, n_enrolled: int, unknown) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"speakerid demo: {n_enrolled} enrolled voices, {model}",
+                  caption="All voices are synthetic (flite / festival text-to-speech), not recordings of people. "
+                          f"{', '.join(unknown)} is not enrolled: the right verdict for it is unknown.")
+    for col in ("clip", "true speaker", "verdict", "score", "threshold", "correct?"):
+        table.add_column(col, justify="right" if col in ("score", "threshold") else "left")
+    for r in rows:
+        table.add_row(r["clip"], r["truth"] or f"{r['clip'].split('-')[0]} (not enrolled)", r["verdict"] or "unknown",
+                      "" if r["score"] is None else f"{r['score']:.3f}", f"{r['threshold']:.3f}",
+                      "[green]yes[/green]" if r["correct"] else "[red]no[/red]")
     out.print(table)
-    out.print(f"{right} of {len(corpus.queries)} correct; threshold: {ix.info()['threshold_method']}")
-
-

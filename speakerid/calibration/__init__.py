@@ -1,0 +1,327 @@
+"""Open-set calibration: the threshold an index accepts its best speaker at, from the gallery
+itself.
+
+With N enrolled speakers, a stranger is compared with all N and the best of those N impostor
+scores is far higher than one impostor trial, so the pairwise verification threshold accepts
+many strangers. :func:`calibrate_open_set` measures that "best-of-gallery" impostor score on the
+gallery itself (leave one speaker out, :func:`gallery_impostor_scores`) and picks the threshold
+for the target false-accept rate. See benchmarks/results/identify_librispeech.md.
+
+Two things would make that calibration lie, and :func:`calibrate_open_set` handles both and
+says so (the index's ``threshold_basis``, ``threshold_warnings``, ``near_duplicate_speakers``;
+the indexer's reports carry the warnings):
+
+* **One voice under two names.** Its clips score ~1.0 against its other name, so a few such
+  pairs push a 1 % quantile to 0.97-1.0 and every query comes back unknown. Names whose
+  centroids have cosine >= NEAR_DUPLICATE_COSINE are counted as one voice: one name's clips
+  are impostor queries, and none is the other's impostor.
+* **A small gallery.** A 1 % target needs 100 impostor scores from 100 different speakers
+  (:func:`min_calibration_speakers`); with fewer, the empirical quantile is the highest score,
+  which lets about 1 stranger in (speakers + 1) through. From MIN_TAIL_FIT_SPEAKERS speakers
+  the threshold is extrapolated from an exponential tail fitted to the upper half of the
+  scores instead (on librispeech-251, 20-speaker CAM++ galleries then accept 1.4 % of
+  unenrolled speakers, against 3.9 % at the highest score floored at 0.588).
+
+The impostor trials themselves (and the near-duplicate check) are in
+:mod:`speakerid.calibration.impostors`; they are scored by :func:`speakerid.identify.rank_speakers`,
+the rule identification itself uses, over the gallery's own
+:meth:`~speakerid.index.SpeakerIndex.speaker_maps`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..identify import (
+    DEFAULT_SCORING,
+    DEFAULT_TOP_N,
+    check_index,
+    check_scoring,
+    check_threshold,
+    model_verification_threshold,
+)
+from ..index import SpeakerIndex
+from ..metrics import threshold_for_far
+from .impostors import (
+    CALIBRATION_MAX_CLIPS,
+    CALIBRATION_SEED,
+    NEAR_DUPLICATE_COSINE,
+    Impostors,
+    check_max_clips,
+    gallery_impostor_scores,
+    impostor_trials,
+    near_duplicate_speakers,
+)
+
+__all__ = [
+    "CALIBRATION_MAX_CLIPS",
+    "CALIBRATION_SEED",
+    "DEFAULT_FAR",
+    "MIN_TAIL_FIT_SPEAKERS",
+    "NEAR_DUPLICATE_COSINE",
+    "OpenSetCalibration",
+    "calibrate_open_set",
+    "calibrate_open_set_threshold",
+    "gallery_impostor_scores",
+    "min_calibration_speakers",
+    "near_duplicate_speakers",
+]
+
+log = logging.getLogger("speakerid")
+
+#: Target false-accept rate of unenrolled speakers for the calibrated threshold.
+DEFAULT_FAR = 0.01
+#: With fewer distinct speakers than this, no impostor tail is fitted (see calibrate_open_set).
+MIN_TAIL_FIT_SPEAKERS = 10
+#: Near-duplicate pairs named one by one in warnings (info() lists them all).
+MAX_DUPLICATE_WARNINGS = 10
+
+
+# thresholds
+
+
+def min_calibration_speakers(far: float) -> int | None:
+    """Distinct speakers a gallery needs to calibrate a threshold for ``far`` from its own
+    impostor scores: ceil(1/far), so that at least one impostor score may lie above the
+    threshold (below that the empirical threshold is just the highest score, whose
+    false-accept rate is about 1/(speakers+1), not ``far``). None for far = 0.
+
+    The count is of speakers, not clips: clips of one speaker are one stranger voice tried
+    several times, not independent strangers.
+    """
+    if far <= 0:
+        return None
+    return max(1, math.ceil(1.0 / far - 1e-9))
+
+
+def _tail_fit(scores: np.ndarray, far: float) -> tuple[float, int]:
+    """Threshold at ``far`` from an exponential tail fitted above the median of ``scores``.
+
+    Peaks over threshold: with u the (k+1)-th highest of n scores (k = n // 2) and beta the
+    mean excess of the k highest over u, P(score >= t) ~ (k/n) exp(-(t - u) / beta). Cosine
+    tails are bounded, i.e. lighter than exponential, so this errs high (fewer false
+    accepts). Returns (threshold, k); never below the highest score.
+    """
+    x = np.sort(scores.astype(np.float64))[::-1]
+    n = len(x)
+    k = max(1, n // 2)
+    top = float(np.nextafter(np.float32(x[0]), np.float32(np.inf)))
+    if n < 2:
+        return top, k
+    u = x[k]
+    beta = float(np.mean(x[:k] - u))
+    if beta <= 0 or far >= k / n:
+        return top, k
+    return max(top, float(u + beta * math.log((k / n) / far))), k
+
+
+@dataclass(frozen=True)
+class OpenSetCalibration:
+    """What :func:`calibrate_open_set` set, and what it rests on."""
+
+    #: The threshold stored in the index (None: none could be had).
+    threshold: float | None
+    #: The index's threshold_method string.
+    method: str
+    #: What the value rests on: "calibrated" (the gallery's own impostor scores, enough of
+    #: them), "tail-fit" (too few speakers: an exponential tail fitted to them and
+    #: extrapolated), "gallery-max" (too few to fit: the highest impostor score),
+    #: "verification-threshold" (the floor, or a one-voice gallery) or "none".
+    basis: str
+    far: float
+    #: Impostor scores used, enrolled names, distinct voices (names merged when near-duplicate).
+    n_scores: int
+    speakers: int
+    voices: int
+    #: Distinct speakers needed to calibrate for ``far`` (:func:`min_calibration_speakers`).
+    min_speakers: int | None
+    #: The value from the gallery before the floor was applied (None without impostors).
+    gallery_value: float | None
+    floored: bool
+    near_duplicates: tuple[tuple[str, str, float], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def _duplicate_warnings(pairs: Sequence[tuple[str, str, float]], bound: float) -> list[str]:
+    out = [
+        f"speakers {a!r} and {b!r} look like one voice enrolled twice (centroid cosine {c:.3f} >= "
+        f"{bound:g}); they are not counted as each other's impostors when calibrating the threshold"
+        for a, b, c in pairs[:MAX_DUPLICATE_WARNINGS]
+    ]
+    if len(pairs) > MAX_DUPLICATE_WARNINGS:
+        out.append(
+            f"... and {len(pairs) - MAX_DUPLICATE_WARNINGS} more pairs of speakers that look like one "
+            "voice enrolled twice (the index info lists them all)"
+        )
+    return out
+
+
+def _check_far(far: Any) -> float:
+    if isinstance(far, bool) or not isinstance(far, numbers.Real) or not 0.0 <= float(far) <= 1.0:
+        raise ConfigError(f"far must be a rate in [0, 1], got {far!r}")
+    return float(far)
+
+
+def _floor_value(floor: float | None | Literal["model"], model: str) -> float | None:
+    if floor == "model":
+        return model_verification_threshold(model)
+    return None if floor is None else check_threshold(floor)
+
+
+def _without_impostors(model: str, imp: Impostors, floor: float | None, warnings: list[str],
+                       common: dict[str, Any]) -> OpenSetCalibration:
+    """One voice (under one name or several) or no impostor score: the model's threshold."""
+    fallback = model_verification_threshold(model) if floor is None else floor
+    n = common["speakers"]
+    one = "1 speaker" if n == 1 else f"{n} names of 1 voice"
+    method = (
+        f"{model} verification threshold (gallery has {one}: no impostors to calibrate on)"
+        if fallback is not None
+        else f"none: gallery has {one} and the model has no verification threshold"
+    )
+    return OpenSetCalibration(
+        threshold=fallback, method=method, basis="verification-threshold" if fallback is not None else "none",
+        n_scores=0, voices=imp.voices, gallery_value=None, floored=False, near_duplicates=imp.near_duplicates,
+        warnings=tuple(warnings), **common,
+    )
+
+
+def _gallery_value(scores: np.ndarray, far: float, voices: int, need: int | None) -> tuple[float, str, str]:
+    """(threshold, basis, what it rests on) from the impostor scores of ``voices`` distinct voices."""
+    if need is None or voices >= need:
+        return threshold_for_far(scores, far), "calibrated", ""
+    if voices >= MIN_TAIL_FIT_SPEAKERS:
+        value, k = _tail_fit(scores, far)
+        return value, "tail-fit", (
+            f"extrapolated from an exponential tail fitted to the {k} highest of the {len(scores)} impostor scores"
+        )
+    value = float(np.nextafter(np.float32(scores.max()), np.float32(np.inf)))
+    return value, "gallery-max", (
+        f"the highest of the {len(scores)} impostor scores (too few speakers to fit a tail; on its own "
+        f"it lets about 1 stranger in {voices + 1} through, not {far:g})"
+    )
+
+
+def _from_impostors(model: str, imp: Impostors, scoring: str, top_n: int, floor: float | None,
+                    warnings: list[str], common: dict[str, Any]) -> OpenSetCalibration:
+    """The threshold from the gallery's impostor scores, floored, with what it rests on."""
+    far, need, scores = common["far"], common["min_speakers"], imp.scores
+    method = f"gallery-impostor far={far:g} n={len(scores)} speakers={common['speakers']} scoring={scoring}"
+    if scoring == "topn":
+        method += f" top_n={top_n}"
+    if imp.near_duplicates:
+        n_dup = len(imp.near_duplicates)
+        method += f"; {n_dup} near-duplicate speaker pair{'s' if n_dup > 1 else ''} counted as one voice ({imp.voices} voices)"
+    value, basis, rests = _gallery_value(scores, far, imp.voices, need)
+    value = min(1.0, max(-1.0, float(value)))
+    gallery_value, floored = value, False
+    if basis != "calibrated":
+        method += (
+            f"; too few speakers to calibrate ({imp.voices} distinct, {need} needed for far={far:g}): "
+            f"{basis}, {rests}"
+        )
+    if floor is not None and value < floor:
+        method += f"; floored at {floor:.4g} (gallery value {value:.4g})"
+        value, floored = floor, True
+    if basis != "calibrated":
+        what = (
+            f"is the {model} verification threshold, above the gallery's own value {gallery_value:.3f}, {rests}"
+            if floored
+            else f"is {rests}"
+        )
+        warnings = [*warnings, (
+            f"the gallery is too small to calibrate the open-set threshold for a false-accept rate of "
+            f"{far:g}: {imp.voices} distinct speakers, at least {need} needed (one impostor score per "
+            f"speaker); the threshold {value:.3f} {what}"
+        )]
+    return OpenSetCalibration(
+        threshold=value, method=method, basis="verification-threshold" if floored else basis,
+        n_scores=len(scores), voices=imp.voices, gallery_value=gallery_value, floored=floored,
+        near_duplicates=imp.near_duplicates, warnings=tuple(warnings), **common,
+    )
+
+
+def calibrate_open_set(
+    index: SpeakerIndex,
+    far: float = DEFAULT_FAR,
+    *,
+    scoring: str = DEFAULT_SCORING,
+    top_n: int = DEFAULT_TOP_N,
+    max_clips: int = CALIBRATION_MAX_CLIPS,
+    seed: int = CALIBRATION_SEED,
+    floor: float | None | Literal["model"] = "model",
+    near_duplicate_cosine: float | None = NEAR_DUPLICATE_COSINE,
+) -> OpenSetCalibration:
+    """Set the index's open-set threshold for a false-accept rate ``far``; say what it rests on.
+
+    The threshold comes from :func:`gallery_impostor_scores` (leave-one-speaker-out
+    best-of-gallery scores), so it grows with the gallery:
+
+    * with at least :func:`min_calibration_speakers` distinct speakers (100 for 1 %), it is
+      :func:`speakerid.metrics.threshold_for_far` of those scores ("calibrated");
+    * with fewer, the 1 % quantile cannot be read off the gallery: the threshold is
+      extrapolated from an exponential tail fitted to the upper half of the scores
+      ("tail-fit", MIN_TAIL_FIT_SPEAKERS or more speakers) or is the highest score
+      ("gallery-max"), and a warning says so;
+    * it is never set below ``floor`` (default: the model's pairwise verification threshold;
+      "verification-threshold" when that decides).
+
+    Names that look like one voice (see :func:`near_duplicate_speakers`) are counted once and
+    are not each other's impostors, and each such pair is a warning. The value, method,
+    basis, warnings and pairs are stored with ``index.set_threshold`` (the index must be open
+    writable; saving is the caller's job). Call it again whenever the gallery changes.
+    """
+    far = _check_far(far)
+    check_scoring(scoring, top_n)
+    check_max_clips(max_clips)
+    if near_duplicate_cosine is not None:
+        near_duplicate_cosine = check_threshold(near_duplicate_cosine)
+    model = check_index(index).spec.model
+    floor_value = _floor_value(floor, model)
+    common: dict[str, Any] = {"far": far, "speakers": len(index.speakers()), "min_speakers": min_calibration_speakers(far)}
+    if common["speakers"] == 0:
+        cal = OpenSetCalibration(threshold=None, method="gallery-impostor: empty gallery, no threshold", basis="none",
+                                 n_scores=0, voices=0, gallery_value=None, floored=False, **common)
+    else:
+        imp = impostor_trials(index, scoring, top_n, int(max_clips), int(seed), near_duplicate_cosine)
+        dup_warnings = _duplicate_warnings(imp.near_duplicates, near_duplicate_cosine or 1.0)
+        if imp.voices == 1 or len(imp.scores) == 0:
+            cal = _without_impostors(model, imp, floor_value, dup_warnings, common)
+        else:
+            cal = _from_impostors(model, imp, scoring, top_n, floor_value, dup_warnings, common)
+    index.set_threshold(cal.threshold, cal.method, basis=cal.basis, warnings=cal.warnings,
+                        near_duplicates=cal.near_duplicates)
+    for w in cal.warnings:
+        log.debug("calibration of %s: %s", index.path, w)
+    return cal
+
+
+def calibrate_open_set_threshold(
+    index: SpeakerIndex,
+    far: float = DEFAULT_FAR,
+    *,
+    scoring: str = DEFAULT_SCORING,
+    top_n: int = DEFAULT_TOP_N,
+    max_clips: int = CALIBRATION_MAX_CLIPS,
+    seed: int = CALIBRATION_SEED,
+    floor: float | None | Literal["model"] = "model",
+    near_duplicate_cosine: float | None = NEAR_DUPLICATE_COSINE,
+) -> float | None:
+    """Set (and return) the index's open-set threshold for a false-accept rate ``far``.
+
+    :func:`calibrate_open_set` with only the value returned (None, stored as None, for an
+    empty gallery or when no threshold can be had); the index's info() says what it rests
+    on (``threshold_basis``, ``threshold_warnings``, ``near_duplicate_speakers``).
+    """
+    return calibrate_open_set(
+        index, far, scoring=scoring, top_n=top_n, max_clips=max_clips, seed=seed, floor=floor,
+        near_duplicate_cosine=near_duplicate_cosine,
+    ).threshold
