@@ -278,6 +278,7 @@ def _png_ok(p: Path) -> bool:
     return p.is_file() and p.stat().st_size > 1000 and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_bench_verify_and_identify_end_to_end(vox, monkeypatch, capsys) -> None:
     cache = vox["base"] / "embcache"
     out = vox["base"] / "out-verify"

@@ -67,6 +67,7 @@ def gallery(path: Path, vecs: np.ndarray, names: list[str], tag: str = "") -> Sp
     return ix
 
 
+@pytest.mark.slow
 def test_distinct_speakers_are_far_below_the_duplicate_bound(pool: dict, tmp_path: Path) -> None:
     with gallery(tmp_path / "ix", pool["enrol"], pool["speakers"]) as ix:
         assert near_duplicate_speakers(ix) == []

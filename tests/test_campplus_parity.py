@@ -97,6 +97,7 @@ def test_graph_interface(model: onnx.ModelProto) -> None:
     assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CLIPS)
 def test_full_clips(reference, session, clips, name: str) -> None:
     feats = kaldi_fbank(clips[name], FbankOptions())
@@ -114,6 +115,7 @@ def test_lengths_around_segment_boundaries(reference, session, clips, frames: in
     assert cos.min() >= MIN_COSINE, f"{frames} frames: cosine {cos.min():.7f}"
 
 
+@pytest.mark.slow
 def test_thirty_seconds(reference, session, clips) -> None:
     x = np.concatenate([clips[n] for n in CLIPS])[: 30 * SR]
     assert x.size == 30 * SR
@@ -123,6 +125,7 @@ def test_thirty_seconds(reference, session, clips) -> None:
     assert cos.min() >= MIN_COSINE, f"30 s: cosine {cos.min():.7f}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frames", [1, 2, 3, 4, 5])
 def test_very_short_inputs(reference, session, clips, frames: int) -> None:
     # Rows of a whole utterance's normalised features (not all zeros, as one CMN'd frame is);
@@ -140,6 +143,7 @@ def test_single_frame_of_zeros(reference, session) -> None:
     assert cos.min() >= MIN_COSINE
 
 
+@pytest.mark.slow
 def test_batch(reference, session, clips) -> None:
     n = _samples_for_frames(251)
     feats = np.stack([kaldi_fbank(clips[name][:n], FbankOptions()) for name in CLIPS[:4]])

@@ -138,6 +138,7 @@ def test_verify_library_agrees_with_embeddings(wavs) -> None:
         verify(wavs["a1"], wavs["a2"], embedder=emb, model="ge2e")
 
 
+@pytest.mark.slow
 def test_verify_other_formats_and_non_ascii_paths(runner, utterances, tmp_path) -> None:
     x = utterances[0][1]
     d = tmp_path / "ünïcødé 话 dir"
@@ -204,6 +205,7 @@ BAD = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_gives_one_error_line_and_exit_2(case, bad_files, monkeypatch, capsys) -> None:
     for args in (["verify", bad_files[case], bad_files["good"]], ["verify", bad_files["good"], bad_files[case]]):
@@ -215,6 +217,7 @@ def test_bad_input_gives_one_error_line_and_exit_2(case, bad_files, monkeypatch,
         assert out == ""
 
 
+@pytest.mark.slow
 def test_error_contract_in_a_real_process(bad_files, tmp_path) -> None:
     cases = [
         (["verify", bad_files["missing"], bad_files["good"]], "not found"),

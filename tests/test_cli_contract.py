@@ -72,6 +72,7 @@ def _one_error_line(err: str) -> str:
 # --- exit codes ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_embed_exit_codes(clips, tmp_path) -> None:
     ok = _run(["embed", clips["s0_0"], clips["s1_0"], "--out", tmp_path / "ok.parquet"])
     assert ok.returncode == 0, ok.stderr
@@ -88,6 +89,7 @@ def test_embed_exit_codes(clips, tmp_path) -> None:
     assert usage.returncode == 2 and ".parquet" in _one_error_line(usage.stderr)
 
 
+@pytest.mark.slow
 def test_identify_exit_codes(clips, index_dir) -> None:
     ok = _run(["identify", clips["s0_2"], clips["s1_2"], "-i", index_dir, "--json"])
     assert ok.returncode == 0, ok.stderr
@@ -102,6 +104,7 @@ def test_identify_exit_codes(clips, index_dir) -> None:
     _one_error_line(usage.stderr)
 
 
+@pytest.mark.slow
 def test_enroll_and_index_add_exit_codes(clips, tmp_path) -> None:
     ix = tmp_path / "ix"
     nothing = _run(["enroll", "bob", clips["broken"], "--index", ix])
@@ -115,6 +118,7 @@ def test_enroll_and_index_add_exit_codes(clips, tmp_path) -> None:
     assert add.returncode == 1
 
 
+@pytest.mark.slow
 def test_index_build_exit_codes(clips, tmp_path) -> None:
     corpus = tmp_path / "speakers"
     for spk, names in {"a": ["s0_0", "s0_1"], "b": ["s1_0", "broken"]}.items():
@@ -184,6 +188,7 @@ def test_identify_results_are_owner_only(suffix, clips, index_dir, tmp_path, mon
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
+@pytest.mark.slow
 def test_truncated_wav_is_embedded_with_a_warning(clips, index_dir, tmp_path) -> None:
     emb = _run(["embed", clips["truncated"], "--out", tmp_path / "t.parquet", "--json"])
     assert emb.returncode == 0, emb.stderr
@@ -214,6 +219,7 @@ def test_symlink_loop_is_not_called_missing(clips, tmp_path, monkeypatch, capsys
 # --- help and version ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_version_and_help() -> None:
     from speakerid import __version__
 
@@ -230,6 +236,7 @@ def test_version_and_help() -> None:
         assert "--no-vad Embed the whole clips" in text.replace("│", "").replace("  ", " "), cmd
 
 
+@pytest.mark.slow
 def test_long_audio_is_announced(clips, tmp_path) -> None:
     x, _ = sf.read(clips["s0_0"], dtype="float32")
     long = tmp_path / "long.wav"

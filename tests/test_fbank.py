@@ -287,6 +287,7 @@ def test_bad_mel_options(opts: FbankOptions) -> None:
         kaldi_fbank(np.zeros(800, np.float32), opts)
 
 
+@pytest.mark.slow
 def test_campplus_embeddings_unchanged(librispeech: Path) -> None:
     """CAM++ on numpy features vs on kaldi-native-fbank features: the same embeddings."""
     import onnxruntime as ort

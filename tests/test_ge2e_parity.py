@@ -125,6 +125,7 @@ def _test_signals(clips: list[np.ndarray]) -> dict[str, np.ndarray]:
     return signals
 
 
+@pytest.mark.slow
 def test_utterance_embeddings_match_torch(reference, session, clips) -> None:
     cosines = {}
     for name, wav in _test_signals(clips).items():

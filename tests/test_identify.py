@@ -356,6 +356,7 @@ def real_index(speech: dict, path: Path) -> SpeakerIndex:
     return ix
 
 
+@pytest.mark.slow
 def test_real_speech_open_set(speech: dict, tmp_path: Path) -> None:
     with real_index(speech, tmp_path / "ix") as ix:
         thr = ix.threshold
@@ -455,6 +456,7 @@ def test_cli_identify_refuses_other_weights(speech: dict, tmp_path: Path, monkey
     assert "built with model 'campplus' (weights_sha256 cdcdcdcdcdcd…" in err and "not weights_sha256" in err
 
 
+@pytest.mark.slow
 def test_cli_demo(tmp_path: Path, monkeypatch, capsys) -> None:
     # .ci/run installs the voices; a machine without them fails here rather than skipping
     missing = [t for t in ("flite", "text2wave") if shutil.which(t) is None]

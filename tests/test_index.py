@@ -485,6 +485,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_leaves_a_valid_index(tmp_path: Path) -> None:
     """Kill a process that saves in a loop at random moments; every state must be whole."""
     d, batch, dim = tmp_path / "i", 300, 64
@@ -610,6 +611,7 @@ def test_second_writer_waits_for_the_first_process(built: tuple[Path, np.ndarray
 # --- approximate search quality -----------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
 def test_recall_at_10_vs_flat(tmp_path: Path, index_type: str) -> None:
     """20k clustered unit vectors (500 speakers x 40 clips), 200 held-out queries, default params."""

@@ -332,6 +332,7 @@ def _read_until(proc: subprocess.Popen, pred) -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_kill9_at_several_points_then_resume_equals_uninterrupted_build(tmp_path, clips, campplus):
     corpus = folders(tmp_path / "c", clips[:14])
     n = 14
@@ -362,6 +363,7 @@ def test_kill9_at_several_points_then_resume_equals_uninterrupted_build(tmp_path
     assert SpeakerIndex.open(ix).threshold == SpeakerIndex.open(tmp_path / "ref").threshold
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_what_is_done(tmp_path, clips, campplus):
     corpus = folders(tmp_path / "c", clips[:14])
     ix = tmp_path / "ix"
@@ -393,6 +395,7 @@ KILL_DRIVER = textwrap.dedent(
 KILL_FILES = 120  # about 1500 s of speech: a kill ~5 s in lands mid-build even at ~400x real time
 
 
+@pytest.mark.slow
 def test_sigkill_at_5s_keeps_most_finished_work(tmp_path, librispeech, librispeech_rows, campplus):
     """A build with the default checkpoint settings (what the CLI runs), killed at ~5 s, loses
     at most the last couple of seconds of embedding work: the resume re-embeds few files."""
@@ -496,6 +499,7 @@ def _cli_proc(*args: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_two_builds_at_once(tmp_path, clips):
     corpus = folders(tmp_path / "c", clips[:12])
     ix = tmp_path / "ix"
