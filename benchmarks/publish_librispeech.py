@@ -355,6 +355,7 @@ SPEED_FILES = (
     ("build", "Index build (corpus indexing)", "bench_build.py"),
     ("identify", "Identification latency", "bench_identify.py"),
     ("index", "Speaker index: build, search latency, recall", "bench_index.py"),
+    ("serve", "REST service (speakerid serve)", "bench_serve.py"),
 )
 
 
