@@ -6,10 +6,16 @@ consecutive windows of ``window_s`` seconds; each window is embedded and the uni
 embeddings are averaged, weighted by the speech each window holds, then re-normalised. A tail
 shorter than ``MIN_TAIL_S`` after at least one full window is dropped. Files are decoded in blocks
 (``AudioOptions.block_s``), so memory stays bounded however long the file is.
+
+Little speech. With the default ``VadOptions.short_speech="whole"`` a clip in which the VAD finds
+less than ``min_speech_ms`` of speech (or none, in a clip that is not silent) is embedded whole,
+as with the VAD off, and its Embedding carries a ``too_short: ...`` warning; a silent clip raises
+NoSpeechError, and less than MIN_EMBED_MS of audio always raises TooShortError.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,18 +26,32 @@ import numpy as np
 
 from . import audio as audio_mod
 from .config import AudioOptions, EmbedOptions, VadOptions
-from .errors import ConfigError, CorruptModelError, ModelMismatchError, NoSpeechError, SpeakeridError
+from .errors import (
+    ConfigError,
+    CorruptModelError,
+    ModelMismatchError,
+    NoSpeechError,
+    SpeakeridError,
+    TooShortError,
+)
 from .features import front_end_for
 from .models import store
 from .models.registry import DEFAULT_MODEL
 from .models.spec import ONNX_FILE, ModelSpec
 from .progress import Progress
 from .vad import SAMPLE_RATE_HZ as VAD_RATE_HZ
-from .vad import SileroVad, require_min_speech
+from .vad import SileroVad
 
 Source = str | os.PathLike | np.ndarray
 #: Drop a trailing window shorter than this when the clip already gave a full window.
 MIN_TAIL_S = 1.0
+#: Less speech than this never gives an embedding (TooShortError), whatever the options say:
+#: 10 frames of the 25 ms / 10 ms front ends (CAM++ fails below one frame).
+MIN_EMBED_MS = 100.0
+#: A clip quieter than this (RMS over the clip) is silence: NoSpeechError when the VAD finds no
+#: speech in it, whatever VadOptions.short_speech says.
+SILENCE_DBFS = -60.0
+log = logging.getLogger("speakerid")
 #: Partials sent to the encoder at once (GE2E, AutoSpeech).
 PARTIAL_BATCH = 64
 _AUDIO, _VAD, _EMBED = AudioOptions(), VadOptions(), EmbedOptions()
@@ -189,10 +209,10 @@ class Embedder:
             return (samples[i : i + step] for i in range(0, len(samples), step)), "<samples>"
         return audio_mod.iter_blocks(source, self.audio_options, warnings), str(source)
 
-    def _speech_windows(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    def _speech_windows(self, blocks: Iterable[np.ndarray], vad: SileroVad | None) -> Iterator[np.ndarray]:
         """Consecutive windows of speech (``window_s`` long, the last one shorter)."""
         window = int(self.embed_options.window_s * self.audio_options.sample_rate_hz)
-        pieces = self._vad.speech_stream(blocks) if self._vad is not None else blocks
+        pieces = vad.speech_stream(blocks, check=False) if vad is not None else blocks
         buf: list[np.ndarray] = []
         buffered = 0
         for piece in pieces:
@@ -264,39 +284,75 @@ class Embedder:
         warnings: list[str] = []
         blocks, name = self._blocks(source, sample_rate_hz, warnings)
         try:
-            return (name, *self._windows_of(blocks, name, fn), tuple(warnings))
+            outs, weights, total, speech, sumsq = self._windows_of(blocks, fn, self._vad)
+            short = self._check_speech(speech, total, sumsq)
+            if short is not None:
+                warnings.append(short)
+                if self._vad is not None and self.vad_options.short_speech == "whole":
+                    blocks, _ = self._blocks(source, sample_rate_hz, [])  # decoded again, VAD off
+                    outs, weights, total, _, _ = self._windows_of(blocks, fn, None)
+            if not outs:
+                raise NoSpeechError("nothing to embed")
         except NoSpeechError as exc:  # say which clip; keep the type (TooShortError...)
             if name in str(exc):
                 raise
             raise type(exc)(f"{name}: {exc}") from None
+        return name, outs, weights, total, speech, tuple(warnings)
+
+    def _check_speech(self, speech: int, total: int, sumsq: float) -> str | None:
+        """None when ``speech`` samples are enough; the ``too_short`` warning when the options
+        accept less; NoSpeechError (none at all) or TooShortError otherwise.
+
+        With ``short_speech="whole"`` a clip in which the VAD found no speech is embedded whole
+        too, unless it is silent (RMS under SILENCE_DBFS): Silero hears no speech in some clips
+        of real speech (noise at 5 dB SNR, a 2 s crop with one short word), which the bare model
+        embeds well (benchmarks/results/conditions.md)."""
+        opts, sr = self.vad_options, self.audio_options.sample_rate_hz
+        what = "speech" if self._vad is not None else "audio"
+        if total <= 0:
+            raise NoSpeechError("the clip holds no audio")
+        dbfs = 10.0 * np.log10(max(sumsq / total, 1e-20))
+        if speech <= 0 and (self._vad is None or opts.short_speech != "whole" or dbfs < SILENCE_DBFS):
+            raise NoSpeechError(f"no speech found in the clip ({dbfs:.0f} dBFS)")
+        ms = 1000.0 * speech / sr
+        if ms >= max(opts.min_speech_ms, MIN_EMBED_MS):
+            return None
+        whole = self._vad is not None and opts.short_speech == "whole"
+        if opts.short_speech == "error":
+            need = max(opts.min_speech_ms, MIN_EMBED_MS)
+            raise TooShortError(f"only {ms:.0f} ms of {what} found, less than the {need:g} ms needed")
+        if (total if whole else speech) < MIN_EMBED_MS * sr / 1000:
+            got = f"{1000.0 * total / sr:.0f} ms of audio" if whole else f"{ms:.0f} ms of {what}"
+            raise TooShortError(f"only {got}, less than the {MIN_EMBED_MS:g} ms needed")
+        used = "the whole clip" if whole else f"the {what}"
+        log.debug("too short: %.0f ms of %s; embedding %s", ms, what, used)
+        return (f"too_short: {ms:.0f} ms of {what}, less than the {opts.min_speech_ms:g} ms wanted; "
+                f"embedded {used} ({1000.0 * total / sr:.0f} ms)")
 
     def _windows_of(
-        self, blocks: Iterator[np.ndarray], name: str, fn: Callable[[np.ndarray], np.ndarray]
-    ) -> tuple[list[np.ndarray], list[float], int, int]:
-        total = 0
+        self, blocks: Iterator[np.ndarray], fn: Callable[[np.ndarray], np.ndarray], vad: SileroVad | None
+    ) -> tuple[list[np.ndarray], list[float], int, int, float]:
+        total, sumsq = 0, 0.0
 
         def counting(it: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-            nonlocal total
+            nonlocal total, sumsq
             for b in it:
                 total += len(b)
+                sumsq += float(np.dot(b, b))
                 yield b
 
         sr = self.audio_options.sample_rate_hz
         outs: list[np.ndarray] = []
         weights: list[float] = []
         speech = 0
-        for win in self._speech_windows(counting(blocks)):
-            if outs and len(win) < MIN_TAIL_S * sr:
-                speech += len(win)
-                continue
-            outs.append(fn(win))
-            weights.append(float(len(win)))
+        for win in self._speech_windows(counting(blocks), vad):
             speech += len(win)
-        if self._vad is None:
-            require_min_speech(speech, sr, self.vad_options)
-        if not outs:
-            raise NoSpeechError(f"{name}: nothing to embed")
-        return outs, weights, total, speech
+            if outs and len(win) < MIN_TAIL_S * sr:
+                continue
+            if len(win) >= MIN_EMBED_MS * sr / 1000:  # shorter: _check_speech refuses the clip
+                outs.append(fn(win))
+                weights.append(float(len(win)))
+        return outs, weights, total, speech, sumsq
 
     def _combine(
         self, name: str, vecs: list[np.ndarray], weights: list[float], duration_s: float, speech_s: float,

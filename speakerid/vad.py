@@ -18,7 +18,14 @@ min_silence_ms             min_silence_duration_ms
 speech_pad_ms              speech_pad_ms
 =========================  ===============================
 
-``min_speech_ms`` is ours: less speech than this in a clip raises TooShortError.
+``min_speech_ms`` and ``keep_pauses_ms`` are ours. Less speech than ``min_speech_ms`` in a clip
+raises TooShortError here (the Embedder may embed such a clip anyway: ``short_speech``).
+``keep_pauses_ms`` > 0 makes the VAD trim only long non-speech: a pause between two segments
+shorter than it is kept whole (Silero keeps only pauses under 2 * ``speech_pad_ms``), and so is a
+lead-in or tail shorter than it; with 0 the segments are exactly Silero's. ``level_dbfs`` makes
+the model hear a quiet clip louder (Silero reads quiet speech, e.g. far field, as non-speech): the
+gain is fixed by the first block a stream is given (:func:`vad_gain`), and the segments then
+depend on how the input is cut only through that first block.
 
 Streaming: :meth:`SileroVad.stream` returns a :class:`VadStream` fed with consecutive
 blocks of any length; it returns each segment as soon as it is final, and its segments
@@ -40,7 +47,7 @@ import numpy as np
 from .config import VadOptions
 from .errors import InvalidAudioError, ModelError, NoSpeechError, TooShortError
 
-__all__ = ["SAMPLE_RATE_HZ", "WINDOW", "SileroVad", "VadStream", "require_min_speech"]
+__all__ = ["MAX_VAD_GAIN_DB", "SAMPLE_RATE_HZ", "WINDOW", "SileroVad", "VadStream", "require_min_speech", "vad_gain"]
 
 #: The only rate the VAD takes.
 SAMPLE_RATE_HZ = 16000
@@ -54,6 +61,18 @@ _STATEFUL_INPUTS = frozenset({"input", "state", "sr"})
 _SEQUENCE_INPUTS = frozenset({"input", "h", "c"})
 #: The options used when none are given.
 DEFAULT_OPTIONS = VadOptions()
+#: VadOptions.level_dbfs amplifies a quiet clip by at most this much (a near-silent clip stays quiet).
+MAX_VAD_GAIN_DB = 30.0
+
+
+def vad_gain(samples: np.ndarray, level_dbfs: float | None) -> float:
+    """The gain the VAD applies to a clip whose first block is ``samples``: up to ``level_dbfs``
+    RMS, never down, at most MAX_VAD_GAIN_DB (1.0 when ``level_dbfs`` is None)."""
+    if level_dbfs is None or samples.size == 0:
+        return 1.0
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    want = 10.0 ** (level_dbfs / 20.0)
+    return float(min(10.0 ** (MAX_VAD_GAIN_DB / 20.0), max(1.0, want / max(rms, 1e-12))))
 
 
 def require_min_speech(n_samples: int, sample_rate_hz: int, opts: VadOptions) -> None:
@@ -165,6 +184,10 @@ class _Segmenter:
         self.min_speech = SAMPLE_RATE_HZ * opts.min_segment_ms / 1000
         self.min_sil = SAMPLE_RATE_HZ * opts.min_silence_ms / 1000
         self.pad = SAMPLE_RATE_HZ * opts.speech_pad_ms / 1000
+        #: Non-speech shorter than ``keep`` stays whole; between two segments, shorter than
+        #: ``bridge`` (2 * pad: Silero's rule) it is split in the middle, nothing cut.
+        self.keep = SAMPLE_RATE_HZ * opts.keep_pauses_ms / 1000
+        self.bridge = max(2 * self.pad, self.keep)
         self.n = 0  # windows seen
         self.triggered = False
         self.start = 0  # raw start of the open segment
@@ -205,10 +228,12 @@ class _Segmenter:
         if self.pending is not None:
             ps, e = self.pending
             gap = s - e
-            self.done.append((ps, e + int(gap // 2) if gap < 2 * pad else int(e + pad)))
+            self.done.append((ps, e + int(gap // 2) if gap < self.bridge else int(e + pad)))
             self.pending = None
-        if self.last_end is not None and s - self.last_end < 2 * pad:
+        if self.last_end is not None and s - self.last_end < self.bridge:
             self.start_p = int(max(0, s - (s - self.last_end) // 2))
+        elif self.last_end is None and s < self.keep:
+            self.start_p = 0  # a short lead-in is kept whole
         else:
             self.start_p = int(max(0, s - pad))
 
@@ -220,7 +245,7 @@ class _Segmenter:
                 self._confirm()
         if self.pending is not None:
             ps, e = self.pending
-            if (self.start if self.triggered else seen) - e >= 2 * self.pad:
+            if (self.start if self.triggered else seen) - e >= self.bridge:
                 self.done.append((ps, int(e + self.pad)))
                 self.pending = None
 
@@ -232,7 +257,8 @@ class _Segmenter:
         self.triggered = False
         if self.pending is not None:
             ps, e = self.pending
-            self.done.append((ps, int(min(n_samples, e + self.pad))))
+            tail = n_samples if n_samples - e < self.keep else min(n_samples, e + self.pad)
+            self.done.append((ps, int(tail)))
             self.pending = None
 
     def partial(self) -> list[tuple[int, int]]:
@@ -246,6 +272,8 @@ class _Segmenter:
         """No future output sample lies before this one."""
         if self.pending is not None:
             return self.pending[1]
+        if self.last_end is None and (self.start if self.triggered else WINDOW * self.n) < self.keep:
+            return 0  # a segment may yet start early enough to keep the lead-in whole
         if self.triggered:
             return self.start_p if self.start_p is not None else math.floor(self.start - self.pad)
         return math.floor(WINDOW * self.n - self.pad)
@@ -261,22 +289,32 @@ class VadStream:
     def __init__(self, session: Any, opts: VadOptions) -> None:
         self._runner = _runner(session)
         self._seg = _Segmenter(opts)
+        self._level = opts.level_dbfs
+        #: Set from the first block pushed (see :func:`vad_gain`); the model hears ``gain * x``.
+        self.gain: float | None = None
         self._rest = np.zeros(0, dtype=np.float32)
         #: Samples pushed so far.
         self.n_samples = 0
         self._finished = False
+
+    def _probs(self, frames: np.ndarray) -> np.ndarray:
+        if self.gain is not None and self.gain != 1.0:
+            frames = np.clip(frames * np.float32(self.gain), -1.0, 1.0)
+        return self._runner(frames)
 
     def push(self, samples: np.ndarray) -> list[tuple[int, int]]:
         """Feed the next block; return the segments (absolute samples) now final."""
         if self._finished:
             raise RuntimeError("push() after finish()")
         x = _as_samples(samples)
+        if self.gain is None and x.size:
+            self.gain = vad_gain(x, self._level)
         self.n_samples += x.size
         if self._rest.size:
             x = np.concatenate([self._rest, x])
         k = x.size // WINDOW
         if k:
-            self._seg.feed(self._runner(x[: k * WINDOW].reshape(k, WINDOW)))
+            self._seg.feed(self._probs(x[: k * WINDOW].reshape(k, WINDOW)))
             self._seg.settle()
         self._rest = x[k * WINDOW :].copy()
         return self._seg.pop()
@@ -288,7 +326,7 @@ class VadStream:
             if self._rest.size:
                 last = np.zeros((1, WINDOW), dtype=np.float32)
                 last[0, : self._rest.size] = self._rest
-                self._seg.feed(self._runner(last))
+                self._seg.feed(self._probs(last))
             self._seg.finish(self.n_samples)
         return self._seg.pop()
 
@@ -330,7 +368,8 @@ class SileroVad:
         return VadStream(self._session, self.opts)
 
     def probabilities(self, samples16k: np.ndarray) -> np.ndarray:
-        """Speech probability of each 512-sample window (the last one zero-padded)."""
+        """Speech probability of each 512-sample window (the last one zero-padded), of the
+        samples as given (``level_dbfs`` is applied by :meth:`stream` and what uses it)."""
         x = _as_samples(samples16k)
         run, k = _runner(self._session), x.size // WINDOW
         probs = run(x[: k * WINDOW].reshape(k, WINDOW))
@@ -353,12 +392,12 @@ class SileroVad:
         _check_speech(out.size, self.opts)
         return out
 
-    def speech_stream(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    def speech_stream(self, blocks: Iterable[np.ndarray], check: bool = True) -> Iterator[np.ndarray]:
         """Speech-only pieces of consecutive 16 kHz blocks, as soon as they are certain.
 
         The concatenated pieces equal :meth:`keep_speech` of the concatenated blocks.
         After the last piece, raises NoSpeechError/TooShortError if too little speech
-        came out. Memory holds the audio from the earliest sample that may still be
+        came out (unless ``check`` is false: the caller judges, as the Embedder does). Memory holds the audio from the earliest sample that may still be
         output: normally a fraction of a second, unless probabilities linger between
         the two thresholds right after a short burst of speech.
         """
@@ -382,7 +421,8 @@ class SileroVad:
             drop = min(max(out, seg.needed_from()) - buf0, buf.size)
             if drop > 0:  # copy, so the dropped audio is freed
                 buf, buf0 = buf[drop:].copy(), buf0 + drop
-        _check_speech(total, self.opts)
+        if check:
+            _check_speech(total, self.opts)
 
 
 def _with_end(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray | None]:

@@ -177,7 +177,7 @@ def _bad_inputs(d: Path, speech: np.ndarray) -> dict[str, Path]:
     sf.write(bad["zero_samples"], np.zeros(0, np.float32), SR)
     bad["truncated"].write_bytes(good.read_bytes()[:30])
     bad["random"].write_bytes(np.random.default_rng(0).bytes(20_000))
-    sf.write(bad["short"], speech[SR : SR + SR // 10], SR)
+    sf.write(bad["short"], speech[SR : SR + SR // 20], SR)  # 50 ms: under MIN_EMBED_MS, never embedded
     sf.write(bad["silence"], np.zeros(3 * SR, np.float32), SR)
     nan = speech[: 3 * SR].copy()
     nan[100:200] = np.nan
@@ -199,7 +199,7 @@ BAD = {
     "zero_samples": "no samples",
     "truncated": "cannot decode",
     "random": "cannot decode",
-    "short": "speech",
+    "short": "less than the 100 ms",  # a short clip of speech (0.1-0.5 s) is embedded, with a warning
     "silence": "no speech",
     "nan": "NaN",
 }

@@ -195,15 +195,23 @@ def test_vad_removes_inserted_silence(campplus, campplus_novad, long_clip) -> No
     assert np.abs(with_vad.vector - without.vector).max() > 1e-3
     assert cosine(with_vad.vector, ref) > cosine(without.vector, ref)
     assert with_vad.duration_s == pytest.approx(12.0) and without.speech_s == pytest.approx(12.0)
-    assert with_vad.speech_s < 10.5  # the 2 s of silence are not speech
+    pad_s = campplus.vad_options.speech_pad_ms / 1000
+    assert with_vad.speech_s < 12.0 - (2.0 - 2 * pad_s) + 0.3  # the silence is cut to a pad each side
 
 
 def test_too_little_speech(campplus, campplus_novad, long_clip) -> None:
     short = long_clip[SR : SR + SR // 10]  # 0.1 s of speech
-    with pytest.raises(NoSpeechError):  # TooShortError is a NoSpeechError
-        campplus.embed(short, SR)
-    with pytest.raises(TooShortError, match="less than"):
-        campplus_novad.embed(short, SR)
+    # under min_speech_ms the default embeds the whole clip and says so (short_speech="whole")
+    for e in (campplus, campplus_novad):
+        got = e.embed_detailed(short, SR)
+        assert got.vector.shape == (campplus.dim,) and got.warnings[0].startswith("too_short: ")
+        np.testing.assert_array_equal(got.vector, campplus_novad.embed(short, SR))
+        with pytest.raises(TooShortError, match="less than the 100 ms"):  # MIN_EMBED_MS: never embedded
+            e.embed(short[: SR // 20], SR)
+    with pytest.raises(NoSpeechError):  # the old default (TooShortError is a NoSpeechError)
+        Embedder("campplus", vad=VadOptions(short_speech="error")).embed(short, SR)
+    with pytest.raises(TooShortError, match="less than the 500 ms"):
+        Embedder("campplus", vad=VadOptions(enabled=False, short_speech="error")).embed(short, SR)
     silence = np.zeros(3 * SR, np.float32)
     with pytest.raises(NoSpeechError) as info:
         campplus.embed(silence, SR)
@@ -212,6 +220,29 @@ def test_too_little_speech(campplus, campplus_novad, long_clip) -> None:
     noise = (np.random.default_rng(0).standard_normal(3 * SR) * 1e-4).astype(np.float32)
     with pytest.raises(NoSpeechError):
         campplus.embed(noise, SR)
+
+
+def test_short_speech_rules(campplus_novad, long_clip) -> None:
+    """A clip whose VAD finds speech under min_speech_ms: embedded whole (default), as the speech
+    found, or refused, as VadOptions.short_speech says; a silent clip is always refused."""
+    clip = np.concatenate([long_clip[SR : 2 * SR], np.zeros(3 * SR, np.float32)])  # ~1 s of speech
+    rules = {r: Embedder("campplus", vad=VadOptions(min_speech_ms=1500.0, short_speech=r)) for r in ("whole", "speech")}
+    whole = rules["whole"].embed_detailed(clip, SR)
+    assert 0.5 < whole.speech_s < 1.5 and whole.duration_s == pytest.approx(4.0)
+    assert whole.warnings[0].startswith("too_short:") and "whole clip" in whole.warnings[0]
+    np.testing.assert_array_equal(whole.vector, campplus_novad.embed(clip, SR))
+    found = rules["speech"].embed_detailed(clip, SR)
+    assert found.speech_s == whole.speech_s and "embedded the speech" in found.warnings[0]
+    kept = np.concatenate([clip[a:b] for a, b in rules["speech"]._vad.segments(clip)])
+    np.testing.assert_array_equal(found.vector, campplus_novad.embed(kept, SR))
+    assert np.abs(found.vector - whole.vector).max() > 1e-3
+    with pytest.raises(TooShortError, match="ms of speech found"):
+        Embedder("campplus", vad=VadOptions(min_speech_ms=1500.0, short_speech="error")).embed(clip, SR)
+    silent = (np.random.default_rng(1).standard_normal(3 * SR) * 1e-4).astype(np.float32)  # -80 dBFS
+    for e in rules.values():
+        with pytest.raises(NoSpeechError) as info:
+            e.embed(silent, SR)
+        assert type(info.value) is NoSpeechError
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

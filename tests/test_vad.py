@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -17,13 +18,22 @@ from speakerid.errors import (
     NoSpeechError,
     TooShortError,
 )
-from speakerid.vad import WINDOW, SileroVad, _Segmenter, require_min_speech
+from speakerid.vad import MAX_VAD_GAIN_DB, WINDOW, SileroVad, _Segmenter, require_min_speech, vad_gain
 
 CLIPS = ["103-1240-0000.flac", "1034-121119-0000.flac", "1040-133433-0000.flac", "1069-133699-0000.flac"]
+#: Silero's own segments (no level gain, keep_pauses_ms=0), comparable with the reference
+#: get_speech_timestamps.
+SILERO = {"keep_pauses_ms": 0.0, "level_dbfs": None}
 OPTION_SETS = [
+    VadOptions(**SILERO),
+    VadOptions(threshold=0.6, min_segment_ms=100, min_silence_ms=300, speech_pad_ms=60, **SILERO),
+    VadOptions(threshold=0.3, min_segment_ms=0, min_silence_ms=0, speech_pad_ms=200, **SILERO),
+]
+#: Trimming only long non-speech (ours).
+KEEP_SETS = [
     VadOptions(),
-    VadOptions(threshold=0.6, min_segment_ms=100, min_silence_ms=300, speech_pad_ms=60),
-    VadOptions(threshold=0.3, min_segment_ms=0, min_silence_ms=0, speech_pad_ms=200),
+    VadOptions(keep_pauses_ms=1000.0, speech_pad_ms=200.0),
+    VadOptions(threshold=0.3, min_segment_ms=0, min_silence_ms=0, speech_pad_ms=30, keep_pauses_ms=700.0),
 ]
 
 
@@ -43,9 +53,11 @@ def vad_sequence_onnx() -> Path:
 
 @pytest.fixture(scope="module", params=["stateful", "sequence"])
 def vad(request, vad_onnx: Path, vad_sequence_onnx: Path) -> SileroVad:
-    """Every test runs on both models: silero_vad.onnx and silero_vad_16k_sequence.onnx."""
+    """Every test runs on both models: silero_vad.onnx and silero_vad_16k_sequence.onnx, with
+    Silero's own segmentation (keep_pauses_ms=0; the default trims only long pauses, see
+    test_default_trims_only_long_non_speech)."""
     path = vad_onnx if request.param == "stateful" else vad_sequence_onnx
-    return SileroVad(path, VadOptions(), threads=1)
+    return SileroVad(path, OPTION_SETS[0], threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +143,7 @@ def test_segmenter_matches_reference_state_machine(ref) -> None:
             min_segment_ms=float(rng.choice([0, 50, 250, 700])),
             min_silence_ms=float(rng.choice([0, 30, 100, 500])),
             speech_pad_ms=float(rng.choice([0, 30, 30.03, 100, 400])),
+            **SILERO,
         )
         n = int(rng.integers(1, 250))
         state, probs = bool(rng.random() < 0.5), np.empty(n, np.float32)
@@ -158,11 +171,61 @@ def test_segmenter_matches_reference_state_machine(ref) -> None:
         assert mine == [(d["start"], d["end"]) for d in theirs], opts
 
 
+def pad_segments(raw: list[tuple[int, int]], n: int, pad: int, keep: int) -> list[tuple[int, int]]:
+    """Silero's padding of raw segments (get_speech_timestamps' last loop), with pauses shorter
+    than ``keep`` kept whole (also a lead-in and a tail): the reference for keep_pauses_ms."""
+    out = [list(r) for r in raw]
+    bridge = max(2 * pad, keep)
+    for i, seg in enumerate(out):
+        if i == 0:
+            seg[0] = 0 if raw[0][0] < keep else int(max(0, seg[0] - pad))
+        if i == len(out) - 1:
+            seg[1] = n if n - raw[i][1] < keep else int(min(n, seg[1] + pad))
+            continue
+        gap = raw[i + 1][0] - raw[i][1]
+        half = gap // 2 if gap < bridge else pad
+        seg[1] = int(seg[1] + half) if gap < bridge else int(min(n, seg[1] + pad))
+        out[i + 1][0] = int(max(0, out[i + 1][0] - half))
+    return [(a, b) for a, b in out]
+
+
+def test_keep_pauses_matches_padding_reference(ref) -> None:
+    """Random probabilities and block cuts: pauses under keep_pauses_ms stay, longer ones are cut
+    to speech_pad_ms each side (with keep 0 the reference is Silero's padding itself)."""
+    rng = np.random.default_rng(8)
+    for _ in range(300):
+        pad_ms, keep_ms = float(rng.choice([0, 30, 100, 200])), float(rng.choice([0, 100, 300, 1000, 2500]))
+        opts = VadOptions(threshold=0.5, min_segment_ms=float(rng.choice([0, 100, 250])),
+                          min_silence_ms=float(rng.choice([0, 100, 300])), speech_pad_ms=pad_ms, keep_pauses_ms=keep_ms)
+        n = int(rng.integers(1, 300))
+        state, probs = bool(rng.random() < 0.5), np.empty(n, np.float32)
+        for i in range(n):
+            state ^= bool(rng.random() < 0.1)
+            probs[i] = rng.uniform(0.4, 1.0) if state else rng.uniform(0.0, 0.6)
+        n_samples = (n - 1) * WINDOW + int(rng.integers(1, WINDOW + 1))
+        kw = dict(threshold=0.5, min_speech_duration_ms=opts.min_segment_ms,
+                  min_silence_duration_ms=opts.min_silence_ms, audio_length_samples=n_samples)
+        raw = [(d["start"], d["end"]) for d in ref.get_speech_timestamps_from_probs(probs.tolist(), speech_pad_ms=0, **kw)]
+        want = pad_segments(raw, n_samples, int(16 * pad_ms), int(16 * keep_ms))
+        if keep_ms == 0:
+            silero = ref.get_speech_timestamps_from_probs(probs.tolist(), speech_pad_ms=pad_ms, **kw)
+            assert want == [(d["start"], d["end"]) for d in silero]
+        seg, mine, prev = _Segmenter(opts), [], 0
+        for cut in sorted(set(rng.integers(0, n, 4).tolist())):
+            seg.feed(probs[prev:cut])
+            seg.settle()
+            mine += seg.pop()
+            prev = cut
+        seg.feed(probs[prev:])
+        seg.finish(n_samples)
+        assert mine + seg.pop() == want, opts
+
+
 def test_sequence_model_is_bit_identical(vad_onnx, vad_sequence_onnx, clips) -> None:
     """Same probabilities, to the bit, however the input is cut into pushes and batches."""
     from speakerid import vad as vad_mod
 
-    one, many = SileroVad(vad_onnx), SileroVad(vad_sequence_onnx)
+    one, many = SileroVad(vad_onnx, OPTION_SETS[0]), SileroVad(vad_sequence_onnx, OPTION_SETS[0])
     long = np.concatenate(list(clips.values()))
     assert len(long) > 2 * vad_mod._SEQUENCE_BATCH * WINDOW  # several sequence batches
     for x in [*clips.values(), long, long[:1000], long[:WINDOW]]:
@@ -236,13 +299,66 @@ def test_inserted_silence_is_removed(vad, clips) -> None:
         assert all(b <= gap[0] or a >= gap[1] for a, b in vad.segments(y))
 
 
+def test_default_trims_only_long_non_speech(vad, clips) -> None:
+    """The default VadOptions keep at least what Silero's segments keep, keep an inserted pause
+    shorter than keep_pauses_ms whole, and cut a long one down to speech_pad_ms each side."""
+    opts = VadOptions()
+    assert opts.keep_pauses_ms > 2 * opts.speech_pad_ms
+    v = with_options(vad, replace(opts, level_dbfs=None))
+    kept = total = 0
+    for x in clips.values():
+        base = len(v.keep_speech(x))
+        assert base >= len(vad.keep_speech(x))
+        kept, total = kept + base, total + len(x)
+        a, b = max(vad.segments(x), key=lambda seg: seg[1] - seg[0])  # splice inside speech
+        for seconds, grows in ((0.5 * opts.keep_pauses_ms / 1000, None), (3.0, 2 * 16 * opts.speech_pad_ms)):
+            gap = np.zeros(int(seconds * 16000), np.float32)
+            y = np.concatenate([x[: (a + b) // 2], gap, x[(a + b) // 2 :]])
+            assert abs(len(v.keep_speech(y)) - base - (len(gap) if grows is None else grows)) < 0.02 * len(x)
+    assert kept > 0.9 * total
+
+
+def far_field(x: np.ndarray) -> np.ndarray:
+    """``x`` reverberated (an exponentially decaying noise tail, RT60 0.8 s) and 30 dB down."""
+    from scipy.signal import fftconvolve
+
+    rng = np.random.default_rng(0)
+    t = np.arange(int(0.8 * 16000)) / 16000
+    rir = rng.standard_normal(t.size) * np.exp(-6.9 * t / 0.8)
+    rir[0] = 3.0
+    y = fftconvolve(x, rir)[: len(x)]
+    return (y * np.sqrt(np.mean(x**2) / np.mean(y**2)) * 10 ** (-30 / 20)).astype(np.float32)
+
+
+def test_level_hears_quiet_speech(vad, clips) -> None:
+    """Far-field speech (reverberant, 30 dB down) reads as little speech to Silero; with
+    level_dbfs the model hears it amplified (the gain fixed by the first block), and the speech
+    kept is the quiet samples."""
+    assert vad_gain(np.zeros(100, np.float32), -26.0) == 10 ** (MAX_VAD_GAIN_DB / 20)
+    assert vad_gain(np.ones(100, np.float32), -26.0) == 1.0 == vad_gain(np.zeros(9, np.float32), None)
+    raw = with_options(vad, VadOptions(**SILERO))
+    heard = with_options(vad, VadOptions(**{**SILERO, "level_dbfs": -26.0}))
+    loud = quiet_raw = quiet_heard = 0
+    for x in clips.values():
+        far = far_field(x)
+        loud += len(raw.keep_speech(x))
+        quiet_raw += sum(b - a for a, b in raw.segments(far))
+        kept = heard.keep_speech(far)
+        quiet_heard += len(kept)
+        assert np.abs(kept).max() <= np.abs(far).max()
+        st = heard.stream()
+        segs = st.push(far[: len(x) // 2]) + st.push(far[len(x) // 2 :]) + st.finish()
+        assert st.gain == vad_gain(far[: len(x) // 2], -26.0) > 1.0 and len(segs) > 0
+    assert quiet_raw < 0.6 * loud and quiet_heard > 0.9 * loud
+
+
 # --- streaming -------------------------------------------------------------------------
 
 
 def test_stream_equals_whole(vad, clips) -> None:
     rng = np.random.default_rng(3)
-    for opts in OPTION_SETS:
-        v = with_options(vad, opts)
+    for opts in OPTION_SETS + KEEP_SETS:
+        v = with_options(vad, replace(opts, level_dbfs=None))  # level: see test_level_hears_quiet_speech
         for x in clips.values():
             y = np.concatenate([x, np.zeros(20000, np.float32), x[: len(x) // 3]])
             blocks = np.split(y, np.sort(rng.integers(0, len(y), 9)))
@@ -308,3 +424,12 @@ def test_bad_input(vad, tmp_path) -> None:
     with pytest.raises(ModelError, match="bad.onnx"):
         SileroVad(bad)
     assert vad.probabilities(np.zeros(0, np.float32)).shape == (0,)
+
+
+def test_new_options_are_checked() -> None:
+    from speakerid.errors import ConfigError
+
+    for bad in ({"short_speech": "pad"}, {"keep_pauses_ms": -1.0}, {"level_dbfs": 3.0}, {"level_dbfs": -120.0}):
+        with pytest.raises(ConfigError):
+            VadOptions(**bad)
+    assert VadOptions(level_dbfs=None).level_dbfs is None
