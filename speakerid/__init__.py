@@ -8,6 +8,7 @@ FAISS gallery of L2-normalised embeddings searched by cosine.
 """
 
 from .config import AudioOptions, EmbedOptions, Settings, VadOptions
+from .diarize import Timeline, Turn, diarize
 from .embedder import Embedder, Embedding, cosine
 from .errors import (
     AudioDecodeError,
@@ -25,5 +26,5 @@ __version__ = "0.1.0"
 __all__ = [
     "AudioDecodeError", "AudioOptions", "EmbedOptions", "Embedder", "Embedding", "ModelMismatchError",
     "NoSpeechError", "Settings", "SpeakeridError", "TooShortError", "UnknownModelError", "VadOptions",
-    "Verification", "available_models", "cosine", "verify",
+    "Timeline", "Turn", "Verification", "available_models", "cosine", "diarize", "verify",
 ]

@@ -121,3 +121,10 @@ class SpeakerNotFoundError(IndexError_, KeyError):
 
 class IndexExistsError(IndexError_, FileExistsError):
     """create() found an index already there (pass exist_ok=True to open it instead)."""
+
+
+# --- diarization -----------------------------------------------------------
+
+
+class PlotUnavailableError(SpeakeridError):
+    """A plot was asked for but matplotlib is not installed."""

@@ -19,7 +19,7 @@ import sys
 import typer
 
 from ..errors import SpeakeridError
-from . import bench, embed, identify, index, models, remote, serve  # noqa: F401  (registers the commands)
+from . import bench, diarize, embed, identify, index, models, remote, serve  # noqa: F401  (registers the commands)
 from ._common import EXIT_ERROR, EXIT_INTERRUPTED, CliError, app, err, out
 
 __all__ = ["CliError", "app", "err", "main", "out"]
