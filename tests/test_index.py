@@ -28,7 +28,7 @@ from speakerid.errors import (
     ModelMismatchError,
     SpeakerNotFoundError,
 )
-from speakerid.index import IndexSpec, SpeakerIndex, storage
+from speakerid.index import IndexSpec, SpeakerIndex, segments, storage
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 32
@@ -134,11 +134,12 @@ def test_round_trip(built: tuple[Path, np.ndarray]) -> None:
     assert info["bytes_on_disk"] > 0 and info["threshold_method"] == "eer on dev set"
 
     manifest = json.loads((d / (d / "CURRENT").read_text().strip() / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["metric"] == "ip"
+    assert manifest["format_version"] == 2 and manifest["metric"] == "ip"
     assert manifest["threshold"]["value"] == pytest.approx(0.42)
-    assert manifest["counts"] == {"utterances": 40, "speakers": 4, "failures": 1, "vectors": 40}
-    spk = pq.read_table(d / (d / "CURRENT").read_text().strip() / "speakers.parquet")
-    assert spk.schema.field("centroid").type == pa.list_(pa.float32())
+    assert manifest["counts"] == {"utterances": 40, "speakers": 4, "failures": 1, "dead_rows": 0}
+    assert [s["rows"] for s in manifest["segments"]] == [40]  # one save, one segment
+    spk = pq.read_table(d / "segments" / "s000001.speakers.parquet")
+    assert spk["n_clips"].to_pylist() == [10] * 4 and spk.schema.field("sum").type == pa.list_(pa.float64())
 
 
 def test_incremental_add_keeps_ids_and_clears_failures(built: tuple[Path, np.ndarray], rng) -> None:
@@ -246,21 +247,42 @@ def live(d: Path) -> Path:
     return d / (d / "CURRENT").read_text().strip()
 
 
-@pytest.mark.parametrize(
-    "name", ["index.faiss", "utterances.parquet", "speakers.parquet", "failures.parquet", "manifest.json"]
-)
+#: Every file a version names: its own two, a segment's four, a centroid snapshot's three.
+FILES = [
+    "v/failures.parquet", "v/manifest.json", "segments/s000001.faiss", "segments/s000001.ids.npy",
+    "segments/s000001.clips.parquet", "segments/s000001.speakers.parquet",
+]
+SNAPSHOT_FILES = ["segments/s000002.faiss", "segments/c000003.faiss", "segments/c000003.npy", "segments/c000003.parquet"]
+
+
+def file_of(d: Path, name: str) -> Path:
+    return live(d) / name[2:] if name.startswith("v/") else d / name
+
+
+def compacted(d: Path) -> None:
+    with SpeakerIndex.open(d, writable=True) as ix:
+        assert ix.compact()["segments_after"] == 1
+    assert sorted(p.name for p in (d / "segments").iterdir())[:4] == [
+        "c000003.faiss", "c000003.npy", "c000003.parquet", "s000001.clips.parquet"]  # the previous version's too
+
+
+@pytest.mark.parametrize("name", FILES + SNAPSHOT_FILES)
 def test_truncated_file_is_corrupt(built: tuple[Path, np.ndarray], name: str) -> None:
     d, _ = built
-    p = live(d) / name
+    if name in SNAPSHOT_FILES:
+        compacted(d)
+    p = file_of(d, name)
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
     with pytest.raises(IndexCorruptError):
-        SpeakerIndex.open(d, verify=False)
+        SpeakerIndex.open(d, verify=False)  # sizes are always checked
 
 
-@pytest.mark.parametrize("name", ["index.faiss", "utterances.parquet", "manifest.json"])
+@pytest.mark.parametrize("name", FILES + SNAPSHOT_FILES)
 def test_missing_or_garbled_file_is_corrupt(built: tuple[Path, np.ndarray], name: str) -> None:
     d, _ = built
-    p = live(d) / name
+    if name in SNAPSHOT_FILES:
+        compacted(d)
+    p = file_of(d, name)
     size = p.stat().st_size
     p.write_bytes(b"\xff" * size)  # same size: only the hash (or the parser) can tell
     with pytest.raises(IndexCorruptError):
@@ -268,6 +290,24 @@ def test_missing_or_garbled_file_is_corrupt(built: tuple[Path, np.ndarray], name
     p.unlink()
     with pytest.raises(IndexCorruptError):
         SpeakerIndex.open(d)
+
+
+def test_big_files_are_hashed_by_verify_index_only(built: tuple[Path, np.ndarray], monkeypatch) -> None:
+    """Opening hashes files up to VERIFY_MAX_BYTES (so it stays cheap for big galleries);
+    verify_index hashes every file."""
+    from speakerid.index import verify_index
+
+    d, _ = built
+    p = d / "segments" / "s000001.faiss"
+    data = bytearray(p.read_bytes())
+    data[-3] ^= 0xFF  # a flipped bit in a stored vector: parses fine
+    p.write_bytes(bytes(data))
+    with pytest.raises(IndexCorruptError, match="sha256"):
+        SpeakerIndex.open(d)
+    monkeypatch.setattr(segments, "VERIFY_MAX_BYTES", 100)
+    assert len(SpeakerIndex.open(d)) == 40
+    report = verify_index(d)
+    assert not report.ok and "s000001.faiss does not match its sha256" in report.problems[0]
 
 
 def test_bad_pointer_is_corrupt(built: tuple[Path, np.ndarray]) -> None:
@@ -284,16 +324,32 @@ def test_bad_pointer_is_corrupt(built: tuple[Path, np.ndarray]) -> None:
 
 
 def test_inconsistent_counts_are_corrupt(built: tuple[Path, np.ndarray]) -> None:
-    """A well-formed utterances.parquet with a row fewer than FAISS holds (hashes fixed up)."""
+    """Well-formed files that disagree (hashes fixed up): caught when opening (ids against
+    FAISS) or when the clip rows are read, and by verify_index."""
+    from speakerid.index import verify_index
+
     d, _ = built
     v = live(d)
-    utt = pq.read_table(v / "utterances.parquet").slice(0, 39)
-    pq.write_table(utt, v / "utterances.parquet")
     manifest = json.loads((v / "manifest.json").read_text())
-    data = (v / "utterances.parquet").read_bytes()
-    manifest["files"]["utterances.parquet"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (v / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IndexCorruptError, match="40 vectors"):
+    seg = d / "segments"
+
+    def fix(name: str) -> None:
+        data = (seg / name).read_bytes()
+        manifest["segments"][0]["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        (v / "manifest.json").write_text(json.dumps(manifest))
+
+    good_clips = (seg / "s000001.clips.parquet").read_bytes()
+    pq.write_table(pq.read_table(seg / "s000001.clips.parquet").slice(0, 39), seg / "s000001.clips.parquet")
+    fix("s000001.clips.parquet")
+    ix = SpeakerIndex.open(d)  # clip rows are read on first use
+    with pytest.raises(IndexCorruptError, match="39 clip rows for 40 ids"):
+        ix.utterances()
+    assert not verify_index(d).ok
+    (seg / "s000001.clips.parquet").write_bytes(good_clips)
+    fix("s000001.clips.parquet")
+    np.save(seg / "s000001.ids.npy", np.arange(39, dtype=np.int64))
+    fix("s000001.ids.npy")
+    with pytest.raises(IndexCorruptError, match="40 vectors and 39 ids"):
         SpeakerIndex.open(d)
 
 
@@ -383,7 +439,7 @@ def test_file_modes_are_private(tmp_path: Path, rng) -> None:
         for f in files:
             assert stat.S_IMODE(os.stat(Path(root) / f).st_mode) == 0o600, f
             seen += 1
-    assert seen >= 7  # CURRENT, .lock, 5 files per kept version
+    assert seen >= 12  # CURRENT, .lock, 2 files per kept version, 4 per segment
     versions = sorted(p.name for p in d.iterdir() if p.name.startswith("v"))
     assert len(versions) == 2  # live + previous; older ones collected
 
@@ -395,12 +451,18 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("fail_at", range(6))  # 4 data files, manifest, CURRENT
+SAVE_WRITES = [
+    "s000002.faiss", "s000002.ids.npy", "s000002.clips.parquet", "s000002.speakers.parquet",
+    "failures.parquet", "manifest.json",
+]
+
+
+@pytest.mark.parametrize("fail_at", range(7))  # 4 segment files, the version's 2, CURRENT
 def test_crash_in_save_keeps_previous_version(
     built: tuple[Path, np.ndarray], rng, monkeypatch, fail_at: int
 ) -> None:
     d, _ = built
-    real_file, real_pointer = storage._write_new, storage.write_bytes
+    real_file, real_pointer = segments._put, storage.write_bytes
     calls = []
 
     def flaky_file(path: Path, fill):
@@ -420,21 +482,25 @@ def test_crash_in_save_keeps_previous_version(
     ix = SpeakerIndex.open(d, writable=True)
     ix.remove_speaker("spk0")
     add_clips(ix, unit(rng, 3), ["new"] * 3, start=100)
-    monkeypatch.setattr(storage, "_write_new", flaky_file)
+    monkeypatch.setattr(segments, "_put", flaky_file)
     monkeypatch.setattr(storage, "write_bytes", flaky_pointer)
     with pytest.raises(Crash):
         ix.save()
     monkeypatch.undo()
-    assert [p.name for p in calls][:fail_at] == [
-        "index.faiss", "utterances.parquet", "speakers.parquet", "failures.parquet", "manifest.json"
-    ][:fail_at]
+    assert [p.name for p in calls][:fail_at] == SAVE_WRITES[:fail_at]
     before = SpeakerIndex.open(d)
     assert len(before) == 40 and "spk0" in before.speakers() and "new" not in before.speakers()
-    ix.save()  # the writer can retry; leftovers are collected
     ix.close()
+    # a new writer (the crashed one's memory is gone) redoes the change; leftovers are collected
+    with SpeakerIndex.open(d, writable=True) as ix:
+        ix.remove_speaker("spk0")
+        add_clips(ix, unit(rng, 3), ["new"] * 3, start=100)
+        ix.save()
     after = SpeakerIndex.open(d)
     assert len(after) == 33 and "spk0" not in after.speakers() and "new" in after.speakers()
     assert not [p for p in d.iterdir() if ".tmp" in p.name]
+    referenced = {f for s in json.loads((live(d) / "manifest.json").read_text())["segments"] for f in s["files"]}
+    assert {p.name for p in (d / "segments").iterdir()} == referenced  # every kept version names these
 
 
 @pytest.mark.parametrize("nth", [0, 1])  # renaming the new version's directory, replacing CURRENT
@@ -457,8 +523,10 @@ def test_crash_around_the_switch(built: tuple[Path, np.ndarray], rng, monkeypatc
     monkeypatch.undo()
     assert calls[-1] == ("v000003", "CURRENT")[nth]
     assert len(SpeakerIndex.open(d)) == 40 and (d / "CURRENT").read_text() == "v000002\n"
-    ix.save()
     ix.close()
+    with SpeakerIndex.open(d, writable=True) as ix:
+        add_clips(ix, unit(rng, 2), ["new"] * 2, start=100)
+        ix.save()
     assert len(SpeakerIndex.open(d)) == 42
     assert not [p for p in d.iterdir() if ".tmp" in p.name]
 
@@ -521,9 +589,7 @@ def test_sigkill_during_saves_leaves_a_valid_index(tmp_path: Path) -> None:
             )
             want /= np.linalg.norm(want, axis=1, keepdims=True)
             np.testing.assert_allclose(ix.vectors(np.arange(n)), want, atol=1e-6)
-            assert (
-                sum(int(c) for c in pq.read_table(live(d) / "speakers.parquet")["n_clips"].to_pylist()) == n
-            )
+            assert int(ix.speaker_maps().n_clips.sum()) == n and len(set(ids.tolist())) == n
         seen.append(n)
     assert seen == sorted(seen) and seen[-1] > 0  # progress was kept, never lost
 
@@ -542,7 +608,8 @@ def test_readers_during_saves(tmp_path: Path) -> None:
     )
     try:
         assert child.stdout is not None
-        child.stdout.readline()  # first save done
+        child.stdout.readline()  # "open"
+        child.stdout.readline()  # first save done (its first one imports pyarrow's pandas shim: seconds)
         sizes = []
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:

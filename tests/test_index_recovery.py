@@ -75,14 +75,16 @@ def assert_answers(d: Path, x: np.ndarray, n: int) -> None:
 @pytest.mark.parametrize(
     ("damage", "file", "what"),
     [
-        (flip_byte, "index.faiss", "sha256"),  # same size: only the hash tells
-        (truncate, "utterances.parquet", "bytes"),
-        (truncate, "speakers.parquet", "bytes"),
+        (flip_byte, "s000002.faiss", "sha256"),  # same size: only the hash tells
+        (truncate, "s000002.clips.parquet", "bytes"),
+        (truncate, "s000002.speakers.parquet", "bytes"),
+        (flip_byte, "../v000003/failures.parquet", "sha256"),
     ],
 )
 def test_damaged_current_version_is_reported_and_rolled_back(two_versions, damage, file: str, what: str) -> None:
     d, old, _ = two_versions
-    damage(d / "v000003" / file)
+    damage(d / "segments" / file)  # s000002 holds v3's newcomer clips; v2 names s000001 only
+    file = Path(file).name
 
     # opening still fails with the typed error, which now says what can be done
     with pytest.raises(IndexCorruptError) as e:
@@ -162,8 +164,8 @@ def test_rollback_refusals(two_versions, tmp_path: Path) -> None:
             rollback(d)
     assert (d / "CURRENT").read_text() == "v000003\n"
     # both versions damaged: nothing to roll back to, and the open error offers nothing
-    flip_byte(d / "v000003" / "index.faiss")
-    flip_byte(d / "v000002" / "index.faiss")
+    flip_byte(d / "segments" / "s000002.faiss")
+    flip_byte(d / "segments" / "s000001.faiss")  # named by v2 and v3
     with pytest.raises(IndexCorruptError, match="no intact version older than version 3"):
         rollback(d)
     with pytest.raises(IndexCorruptError, match="sha256"):
@@ -197,7 +199,7 @@ def test_pointer_to_a_missing_version_and_leftovers(two_versions) -> None:
 
 def test_rollback_switch_is_atomic(two_versions, monkeypatch) -> None:
     d, _, _ = two_versions
-    flip_byte(d / "v000003" / "index.faiss")
+    flip_byte(d / "segments" / "s000002.faiss")
 
     def boom(*a, **k):
         raise OSError("disk gone")
@@ -238,15 +240,15 @@ def test_cli_verify_and_rollback(two_versions, monkeypatch, capsys) -> None:
     assert code == 0 and report["ok"] is True and report["current"] == 3 and report["problems"] == []
     assert [v["version"] for v in report["versions"]] == [3, 2] and report["rollback_to"] == 2
 
-    flip_byte(d / "v000003" / "index.faiss")
+    flip_byte(d / "segments" / "s000002.faiss")
     code, out, err = run_main(["index", "verify", "-i", d], monkeypatch, capsys)
     assert code == 1  # damage found, and listed
-    assert "v000003 current DAMAGED" in out and "index.faiss does not match its sha256" in out
-    assert "speakerid index rollback" in out and "1 problem found:" in err and "index.faiss" in err
+    assert "v000003 current DAMAGED" in out and "s000002.faiss does not match its sha256" in out
+    assert "speakerid index rollback" in out and "1 problem found:" in err and "s000002.faiss" in err
     code, out, err = run_main(["index", "verify", "-i", d, "--json"], monkeypatch, capsys)
     report = strict_json(out)
     assert code == 1 and report["ok"] is False and report["rollback_to"] == 2 and len(report["problems"]) == 1
-    assert report["versions"][0]["intact"] is False and "index.faiss" in err
+    assert report["versions"][0]["intact"] is False and "s000002.faiss" in err
 
     code, out, err = run_main(["index", "rollback", "-i", d, "--json"], monkeypatch, capsys)
     assert code == 0, err
@@ -284,11 +286,11 @@ def test_cli_rollback_to_and_usage_errors(two_versions, tmp_path: Path, monkeypa
 def test_cli_verify_in_a_subprocess(two_versions) -> None:
     """The installed entry point: exit codes and one JSON object on stdout."""
     d, _, _ = two_versions
-    truncate(d / "v000002" / "speakers.parquet")  # an older version is damaged: still damage found
+    truncate(d / "v000002" / "failures.parquet")  # an older version is damaged: still damage found
     proc = subprocess.run([sys.executable, "-m", "speakerid", "index", "verify", "-i", str(d), "--json"],
                           capture_output=True, text=True, cwd=REPO, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 1, proc.stderr
     report = strict_json(proc.stdout)
     assert report["ok"] is True and [v["intact"] for v in report["versions"]] == [True, False]
-    assert "speakers.parquet" in proc.stderr
+    assert "failures.parquet" in proc.stderr

@@ -82,6 +82,41 @@ def build_faiss_index(
     return index
 
 
+def build_inner(spec: IndexSpec, vectors: np.ndarray) -> faiss.Index:
+    """A bare FAISS index (no id map: the k-th vector is position k) of ``spec``'s type holding
+    ``vectors``: what a compacted segment stores. "ivf" stays flat until it has enough vectors."""
+    d = spec.dim
+    inner: faiss.Index
+    if spec.index_type == "hnsw":
+        inner = faiss.IndexHNSWFlat(d, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = spec.hnsw_ef_construction_n
+        inner.hnsw.efSearch = spec.hnsw_ef_search_n
+    elif spec.index_type == "ivf" and (nlist := ivf_train_size(spec, len(vectors))) is not None:
+        quantizer = faiss.IndexFlatIP(d)
+        inner = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        inner.own_fields = True
+        quantizer.this.disown()
+        inner.cp.max_points_per_centroid = spec.ivf_train_points_per_list_n
+        inner.train(vectors)
+        inner.make_direct_map(True)  # so reconstruct(position) works
+        inner.nprobe = min(spec.ivf_nprobe_n, inner.nlist)
+    else:
+        inner = faiss.IndexFlatIP(d)
+    if len(vectors):
+        inner.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return inner
+
+
+def inner_vectors(index: faiss.Index) -> np.ndarray:
+    """Every vector of a bare index, in position order (n, dim) float32."""
+    inner = faiss.downcast_index(index)
+    if inner.ntotal == 0:
+        return np.zeros((0, inner.d), np.float32)
+    if isinstance(inner, faiss.IndexFlat):
+        return faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d).copy()
+    return inner.reconstruct_n(0, inner.ntotal)
+
+
 def set_search_params(index: faiss.IndexIDMap2, spec: IndexSpec, k: int = 1) -> None:
     """HNSW efSearch (at least k) and IVF nprobe from ``spec``; nothing to set for flat."""
     inner = faiss.downcast_index(index.index)

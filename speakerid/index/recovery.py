@@ -11,22 +11,23 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ConfigError, IndexCorruptError, IndexNotFoundError
 from .lock import WriterLock
 from .storage import (
     LEFTOVER_RE,
     POINTER,
-    StoredVersion,
     read_pointer,
-    read_version,
     switch_pointer,
     version_name,
     versions_on_disk,
 )
+
+T = TypeVar("T")
 
 __all__ = ["IndexCheck", "VersionCheck", "current_version", "rollback", "verify_index"]
 
@@ -111,15 +112,17 @@ def _check_version(d: Path, version: int, current: bool) -> VersionCheck | None:
         return VersionCheck(version, True, False, f"{d}: {POINTER} names {name}, which does not exist")
     except OSError as e:
         return VersionCheck(version, current, False, f"index at {d} ({name}) is unreadable: {e}")
+    from .gallery import load_version  # the gallery reads versions; it imports this module
+
     try:
-        v = read_version(d, name, verify=True)
+        ix = load_version(d, name, "all")
     except IndexCorruptError as e:
         if not vdir.exists() and not current:
             return None
         return VersionCheck(version, current, False, str(e), bytes_on_disk=size)
     return VersionCheck(
-        version, current, True, None, utterances=v.utterances.num_rows, speakers=v.speakers.num_rows,
-        updated_at=v.updated_at, bytes_on_disk=size,
+        version, current, True, None, utterances=len(ix), speakers=len(ix.speakers()),
+        updated_at=ix.info()["updated_at"], bytes_on_disk=max(size, ix.info()["bytes_on_disk"]),
     )
 
 
@@ -185,19 +188,19 @@ def with_rollback_hint(d: Path, error: IndexCorruptError) -> IndexCorruptError:
     return new
 
 
-def read_live(d: Path, verify: bool) -> StoredVersion:
-    """The version ``CURRENT`` names, read whole. Readers take no lock: when a writer switched
-    versions and collected ours while we read, the new one is read instead. A damaged version
-    raises IndexCorruptError saying which intact version the index can roll back to."""
+def read_live(d: Path, load: Callable[[str], T]) -> T:
+    """``load(name)`` of the version ``CURRENT`` names. Readers take no lock: when a writer
+    switched versions and collected ours while we read, the new one is read instead. A damaged
+    version raises IndexCorruptError saying which intact version the index can roll back to."""
     try:
-        for _ in range(3):
+        for _ in range(5):
             name = read_pointer(d)
             try:
-                return read_version(d, name, verify)
+                return load(name)
             except IndexCorruptError:
                 if read_pointer(d) == name:
                     raise
-        return read_version(d, read_pointer(d), verify)
+        return load(read_pointer(d))
     except IndexCorruptError as e:
         raise with_rollback_hint(d, e) from e
 
@@ -206,8 +209,8 @@ def verify_index(directory: str | os.PathLike[str]) -> IndexCheck:
     """Check every version of the index at ``directory``: which are intact, which is current,
     what is wrong with the others.
 
-    Each version is read in full (every file against its sha256 in the manifest, FAISS and
-    Parquet parsed, counts and ids cross-checked), exactly as opening it would. Takes no lock
+    Each version is read in full (every file it names, its segments' included, against its
+    sha256 in the manifest, FAISS and Parquet parsed, counts and ids cross-checked). Takes no lock
     (a reader); a version a writer deletes meanwhile is left out. Raises IndexNotFoundError
     when ``directory`` holds no index at all; a damaged one is reported, never raised.
     """

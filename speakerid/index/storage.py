@@ -46,8 +46,12 @@ from .backend import set_search_params
 from .lock import LOCK_FILE
 from .spec import IndexSpec
 
-FORMAT_VERSION = 1
+#: Format of the versions this code writes: 2 (segments); format 1 (one whole copy per version) is
+#: still read, and converted by :meth:`speakerid.index.SpeakerIndex.upgrade` (or the first writable open).
+FORMAT_VERSION = 2
+V1_FORMAT = 1
 POINTER = "CURRENT"
+SEGMENTS_DIR = "segments"
 INDEX_FILE = "index.faiss"
 UTTERANCES_FILE = "utterances.parquet"
 SPEAKERS_FILE = "speakers.parquet"
@@ -96,7 +100,7 @@ def version_name(number: int) -> str:
 
 def is_ours(name: str) -> bool:
     """Whether an entry of a directory is one an index puts there."""
-    return bool(VERSION_RE.match(name) or LEFTOVER_RE.match(name)) or name in (POINTER, LOCK_FILE)
+    return bool(VERSION_RE.match(name) or LEFTOVER_RE.match(name)) or name in (POINTER, LOCK_FILE, SEGMENTS_DIR)
 
 
 def make_directory(directory: Path) -> None:
@@ -205,7 +209,7 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 def _manifest(v: StoredVersion, files: dict[str, Any]) -> dict[str, Any]:
     main = ("model", "weights_sha256", "dim", "index_type")
     return {
-        "format_version": FORMAT_VERSION,
+        "format_version": V1_FORMAT,
         **{k: getattr(v.spec, k) for k in main},
         "metric": "ip",
         "index_params": {k: val for k, val in asdict(v.spec).items() if k not in main},
@@ -224,7 +228,10 @@ def _manifest(v: StoredVersion, files: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_version(directory: Path, v: StoredVersion) -> None:
-    """Write version ``v.number`` whole (manifest last) and make it the live one."""
+    """Write version ``v.number`` whole in format 1 (manifest last) and make it the live one.
+
+    Format 1 is no longer written by :class:`~speakerid.index.SpeakerIndex`; this is kept for
+    the tests that build a format-1 index to upgrade."""
     name = version_name(v.number)
     with atomic_dir(directory / name, PRIVATE_DIR) as tmp:
         files = {
@@ -261,17 +268,9 @@ def read_version(directory: Path, name: str, verify: bool) -> StoredVersion:
 
 def _read_files(vdir: Path, number: int, verify: bool, where: str) -> tuple[StoredVersion, dict[str, int]]:
     manifest = json.loads((vdir / MANIFEST_FILE).read_text())
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") != V1_FORMAT:
         raise IndexCorruptError(f"{where}: unsupported format_version {manifest.get('format_version')!r}")
-    spec = IndexSpec(
-        model=manifest["model"],
-        weights_sha256=manifest["weights_sha256"],
-        dim=manifest["dim"],
-        index_type=manifest["index_type"],
-        **manifest["index_params"],
-    )
-    if manifest["metric"] != "ip":
-        raise IndexCorruptError(f"{where}: metric {manifest['metric']!r} is not 'ip'")
+    spec = spec_of(manifest, where)
     files = manifest["files"]
     for fname in DATA_FILES:
         st = (vdir / fname).stat()
@@ -297,6 +296,32 @@ def _read_files(vdir: Path, number: int, verify: bool, where: str) -> tuple[Stor
     if isinstance(index, faiss.IndexIDMap2):
         set_search_params(index, spec)
     return v, manifest["counts"]
+
+
+def spec_of(manifest: dict[str, Any], where: str) -> IndexSpec:
+    """The IndexSpec a manifest (either format) records."""
+    if manifest["metric"] != "ip":
+        raise IndexCorruptError(f"{where}: metric {manifest['metric']!r} is not 'ip'")
+    return IndexSpec(
+        model=manifest["model"],
+        weights_sha256=manifest["weights_sha256"],
+        dim=manifest["dim"],
+        index_type=manifest["index_type"],
+        **manifest["index_params"],
+    )
+
+
+def format_of(directory: Path, name: str) -> tuple[int, dict[str, Any]]:
+    """(format_version, manifest) of version ``name`` (IndexCorruptError if unreadable)."""
+    where = f"index at {directory} ({name})"
+    try:
+        manifest = json.loads((directory / name / MANIFEST_FILE).read_text())
+        fmt = manifest["format_version"]
+    except _READ_ERRORS as e:
+        raise IndexCorruptError(f"{where}: unreadable {MANIFEST_FILE}: {type(e).__name__}: {e}") from e
+    if fmt not in (V1_FORMAT, FORMAT_VERSION):
+        raise IndexCorruptError(f"{where}: unsupported format_version {fmt!r}")
+    return int(fmt), manifest
 
 
 def _check_agreement(v: StoredVersion, counts: dict[str, int], where: str) -> None:
