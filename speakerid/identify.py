@@ -18,6 +18,12 @@ The best speaker is accepted when its score reaches the threshold, else the verd
 *unknown* (``Identification.speaker is None``). The default threshold is the index's own, set
 by :mod:`speakerid.calibration` (whose names stay importable from here), else the model's
 pairwise verification threshold.
+
+``score_norm="asnorm"`` ranks and thresholds AS-normalised scores instead, with the gallery as
+the cohort (:mod:`speakerid.scorenorm`); each Match keeps its raw cosine in ``score`` and the
+normalised one in ``norm_score``. Given ``query_speech_s`` (the query's Embedding.speech_s),
+the threshold follows the query's speech duration when the index's calibration fitted a
+duration model (:mod:`speakerid.calibration.duration`, in the spirit of WeSpeaker's QMF).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import numpy as np
 from .errors import ConfigError, EmptyGalleryError, SpeakeridError
 from .index import SpeakerIndex, SpeakerMaps
 from .index.backend import unit_rows
+from .scorenorm import DEFAULT_COHORT_TOP_N, SCORE_NORMS, asnorm_rank, check_cohort_top_n, check_score_norm
 
 #: Calibration lives in speakerid.calibration; these names stay importable from here.
 _CALIBRATION_EXPORTS = (
@@ -43,7 +50,8 @@ _CALIBRATION_NAMES = frozenset(
 )
 
 __all__ = [
-    "DEFAULT_SCORING", "DEFAULT_TOP_N", "SCORINGS", "Identification", "Match", "Scoring", "identify",
+    "DEFAULT_COHORT_TOP_N", "DEFAULT_SCORE_NORM", "DEFAULT_SCORING", "DURATION_AWARE_DEFAULT", "DEFAULT_TOP_N", "SCORE_NORMS", "SCORINGS",
+    "Identification", "Match", "Scoring", "identify",
     "model_verification_threshold", "rank_speakers", *_CALIBRATION_EXPORTS,
 ]
 
@@ -68,17 +76,37 @@ SCORINGS: tuple[str, ...] = ("centroid", "best", "topn")
 #: product whatever a speaker's clip count, and its score does not grow with that count.
 DEFAULT_SCORING: Scoring = "centroid"
 DEFAULT_TOP_N = 3
+#: Score normalisation by default: none. On benchmarks/eval_norm.py (results/norm.md, campplus,
+#: 7 rows x 4 gallery sizes, cohort top-100) AS-norm left top-1 unchanged (within 0.15 points) and
+#: lowered the oracle FNIR @ FPIR 1 % only on galleries of 100 and 200 speakers (7.79 -> 7.35 %,
+#: 9.81 -> 8.88 %) while raising it on 25 and 50 (7.11 -> 9.59 %, 6.93 -> 7.51 %): no clear win.
+DEFAULT_SCORE_NORM = "none"
+#: Whether the CLI and the REST service pass each query's speech seconds (the duration-aware
+#: threshold). Off: on the same table it brought the mean open-set false-accept rate over the rows
+#: from 1.72 / 0.32 / 1.02 / 1.25 % (25 / 50 / 100 / 200 speakers) to 1.58 / 0.30 / 0.81 / 0.70 %,
+#: no nearer the 1 % target overall, and raised the oracle FNIR @ FPIR 1 % at every size.
+DURATION_AWARE_DEFAULT = False
 #: The first FAISS search fetches this many neighbours per speaker wanted (times clips/speaker).
 _GROWTH = 4
 
 
 @dataclass(frozen=True)
 class Match:
-    """One candidate identity: its score (raw cosine under the scoring rule) and 1-based rank."""
+    """One candidate identity: its score (raw cosine under the scoring rule) and 1-based rank.
+
+    ``norm_score`` is its AS-normalised score when identification normalised (None otherwise);
+    the rank and the threshold then follow it.
+    """
 
     speaker: str
     score: float
     rank: int
+    norm_score: float | None = None
+
+    @property
+    def decision_score(self) -> float:
+        """The score the threshold applies to: the normalised one if any, else the cosine."""
+        return self.score if self.norm_score is None else self.norm_score
 
 
 @dataclass(frozen=True)
@@ -96,6 +124,12 @@ class Identification:
     scoring: str = DEFAULT_SCORING
     #: How the threshold was chosen (the index's method, "argument", or the model fallback).
     threshold_method: str = ""
+    #: The normalisation the scores went through ("none": raw cosine; "asnorm": the
+    #: threshold applies to Match.norm_score). "none" also when AS-norm was asked for but the
+    #: gallery is too small for a cohort (threshold_method then says so).
+    score_norm: str = "none"
+    #: The query's speech seconds the threshold was chosen for (None: a fixed threshold).
+    query_speech_s: float | None = None
 
     @property
     def best(self) -> Match | None:
@@ -106,10 +140,16 @@ class Identification:
             "speaker": self.speaker,
             "accepted": self.accepted,
             "score": None if self.best is None else self.best.score,
+            "norm_score": None if self.best is None else self.best.norm_score,
             "threshold": self.threshold,
             "threshold_method": self.threshold_method,
             "scoring": self.scoring,
-            "matches": [{"speaker": m.speaker, "score": m.score, "rank": m.rank} for m in self.matches],
+            "score_norm": self.score_norm,
+            "query_speech_s": self.query_speech_s,
+            "matches": [
+                {"speaker": m.speaker, "score": m.score, "rank": m.rank, "norm_score": m.norm_score}
+                for m in self.matches
+            ],
         }
 
 
@@ -159,26 +199,12 @@ def _top(ordinals: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, 
 
 
 def _centroid_rank(
-    g: SpeakerMaps, q: np.ndarray, k: int, exclude: list[np.ndarray] | None
+    index: SpeakerIndex, q: np.ndarray, k: int, exclude: list[np.ndarray] | None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    sims = q @ g.centroids.T  # (nq, speakers)
-    if exclude is not None:
-        lens = [len(e) for e in exclude]
-        if sum(lens):
-            sims[np.repeat(np.arange(len(q)), lens), np.concatenate(exclude)] = -np.inf
-    if k == 1:  # the calibration's case: one vectorised argmax (the first name wins a tie, as in _top)
-        best = np.argmax(sims, axis=1)
-        score = sims[np.arange(len(q)), best].astype(np.float64)
-        return [
-            (best[i : i + 1], score[i : i + 1]) if np.isfinite(score[i]) else (best[:0], score[:0])
-            for i in range(len(q))
-        ]
-    all_ord = np.arange(len(g.names))
-    out = []
-    for i in range(len(q)):
-        keep = np.isfinite(sims[i])
-        out.append(_top(all_ord[keep], sims[i][keep].astype(np.float64), k))
-    return out
+    """A search of the index's stored centroid FAISS index (flat, or HNSW for big galleries,
+    plus the exact overlay of speakers changed since the last compaction): the k best
+    (ordinals, scores) of each query, ties to the first name, excluded ordinals left out."""
+    return index.rank_centroids(q, k, exclude)
 
 
 def _group_row(
@@ -293,7 +319,7 @@ def rank_speakers(
     if len(q) == 0:
         return []
     if scoring == "centroid":
-        ranked = _centroid_rank(g, q, k_eff, ex)
+        ranked = _centroid_rank(index, q, k_eff, ex)
     else:
         ranked = _search_rank(index, g, q, k_eff, scoring, top_n, ex)
     return [
@@ -331,6 +357,40 @@ def _resolve_threshold(index: SpeakerIndex, threshold: float | None) -> tuple[fl
     return fallback, f"{index.spec.model} verification threshold (the index has none)"
 
 
+def _speech_per_query(query_speech_s: Any, n: int) -> list[float | None]:
+    """``query_speech_s`` as one value (or None) per query (ConfigError if it is malformed)."""
+    if query_speech_s is None:
+        return [None] * n
+    items = [query_speech_s] * n if isinstance(query_speech_s, numbers.Real) else list(query_speech_s)
+    if len(items) != n:
+        raise ConfigError(f"query_speech_s has {len(items)} items for {n} queries")
+    out: list[float | None] = []
+    for x in items:
+        if x is None:
+            out.append(None)
+        elif isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(float(x)) or x < 0:
+            raise ConfigError(f"query_speech_s must be seconds >= 0 (or None), got {x!r}")
+        else:
+            out.append(float(x))
+    return out
+
+
+def _asnorm_matches(
+    index: SpeakerIndex, q: np.ndarray, k: int, scoring: str, top_n: int, cohort_top_n: int
+) -> list[list[Match]] | None:
+    """AS-normalised top-k of each query (None: the gallery is too small for a cohort)."""
+    g = index.speaker_maps()
+    if len(index) == 0 or not g.names:
+        raise EmptyGalleryError(f"the index at {index.path} holds no speakers")
+    ranked = asnorm_rank(index, q, max(1, min(k, len(g.names))), scoring, top_n, cohort_top_n)
+    if ranked is None:
+        return None
+    return [
+        [Match(g.names[int(o)], float(r), i + 1, float(n)) for i, (o, r, n) in enumerate(zip(*row))]
+        for row in ranked
+    ]
+
+
 def identify(
     index: SpeakerIndex,
     query_vectors: Any,
@@ -339,21 +399,57 @@ def identify(
     scoring: str = DEFAULT_SCORING,
     *,
     top_n: int = DEFAULT_TOP_N,
+    score_norm: str = DEFAULT_SCORE_NORM,
+    cohort_top_n: int = DEFAULT_COHORT_TOP_N,
+    query_speech_s: Any = None,
 ) -> list[Identification]:
     """Identify each query embedding (rows of ``query_vectors``; a 1-d vector is one query).
 
     Returns one :class:`Identification` per query with the ``k`` best speakers (all of them
     when ``k`` exceeds the number enrolled). ``threshold`` defaults to the index's own (see
     :func:`speakerid.calibration.calibrate_open_set`), else the model's verification threshold.
+
+    ``score_norm="asnorm"`` ranks by AS-normalised score against the gallery's other speakers
+    (``cohort_top_n`` cohort scores per side; :mod:`speakerid.scorenorm`); a given
+    ``threshold`` then applies to the normalised score, and the default one is the
+    calibration's threshold for normalised scores (computed in the process, and cached, when
+    the index was calibrated without it). A gallery of fewer than 3 speakers has no cohort:
+    scores stay raw and ``Identification.score_norm`` is "none".
+
+    ``query_speech_s`` (seconds of speech of each query, e.g. ``Embedding.speech_s``; one
+    number for all, or one per query, None for unknown) makes the default threshold follow the
+    query's duration where the calibration fitted a duration model.
+
     Raises EmptyGalleryError when no speaker is enrolled and ModelMismatchError when the
     vectors have another dimension than the index's.
     """
     k = _check_k(k)
     check_scoring(scoring, top_n)
-    thr, method = _resolve_threshold(check_index(index), threshold)
+    norm = check_score_norm(score_norm)
+    cohort_top_n = check_cohort_top_n(cohort_top_n)
+    check_index(index)
+    if threshold is not None:
+        threshold = check_threshold(threshold)
+    ranked: list[list[Match]] | None = None
+    note = ""
+    if norm == "asnorm":
+        q = unit_rows(query_vectors, index.dim, "query vectors", one_row_ok=True)
+        ranked = _asnorm_matches(index, q, k, scoring, top_n, cohort_top_n)
+        if ranked is None:
+            norm = "none"
+            note = "; AS-norm not applied: the gallery has too few speakers for a cohort (raw cosine)"
+    if ranked is None:
+        ranked = rank_speakers(index, query_vectors, k, scoring, top_n=top_n)
+    speech = _speech_per_query(query_speech_s, len(ranked))
+    if threshold is not None:
+        thresholds = [(threshold, "argument")] * len(ranked)
+    else:
+        from .calibration.duration import default_thresholds
+
+        thresholds = default_thresholds(index, norm, speech, scoring=scoring, top_n=top_n, cohort_top_n=cohort_top_n)
     results = []
-    for matches in rank_speakers(index, query_vectors, k, scoring, top_n=top_n):
-        accepted = bool(matches) and matches[0].score >= thr
+    for matches, (thr, method), d in zip(ranked, thresholds, speech):
+        accepted = bool(matches) and matches[0].decision_score >= thr
         results.append(
             Identification(
                 matches=tuple(matches),
@@ -361,7 +457,9 @@ def identify(
                 threshold=thr,
                 speaker=matches[0].speaker if accepted else None,
                 scoring=scoring,
-                threshold_method=method,
+                threshold_method=method + note,
+                score_norm=norm,
+                query_speech_s=d,
             )
         )
     return results

@@ -34,7 +34,7 @@ import logging
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -47,16 +47,21 @@ from ..identify import (
     check_scoring,
     check_threshold,
     model_verification_threshold,
+    rank_speakers,
 )
 from ..index import SpeakerIndex
 from ..metrics import threshold_for_far
+from ..scorenorm import DEFAULT_COHORT_TOP_N, asnorm_rank, check_cohort_top_n
+from .duration import CalibrationCrops, DurationModel, fit_duration_model, gallery_crops, store_score_models
 from .impostors import (
     CALIBRATION_MAX_CLIPS,
     CALIBRATION_SEED,
     NEAR_DUPLICATE_COSINE,
+    ImpostorQueries,
     Impostors,
     check_max_clips,
     gallery_impostor_scores,
+    impostor_queries,
     impostor_trials,
     near_duplicate_speakers,
 )
@@ -64,12 +69,17 @@ from .impostors import (
 __all__ = [
     "CALIBRATION_MAX_CLIPS",
     "CALIBRATION_SEED",
+    "CalibrationCrops",
     "DEFAULT_FAR",
+    "DurationModel",
     "MIN_TAIL_FIT_SPEAKERS",
     "NEAR_DUPLICATE_COSINE",
     "OpenSetCalibration",
+    "asnorm_score_model",
     "calibrate_open_set",
     "calibrate_open_set_threshold",
+    "fit_score_models",
+    "gallery_crops",
     "gallery_impostor_scores",
     "min_calibration_speakers",
     "near_duplicate_speakers",
@@ -148,6 +158,10 @@ class OpenSetCalibration:
     floored: bool
     near_duplicates: tuple[tuple[str, str, float], ...] = ()
     warnings: tuple[str, ...] = ()
+    #: What identification needs beyond ``threshold``, per score normalisation ("none",
+    #: "asnorm"): the duration models and the AS-norm threshold (stored in the index's
+    #: threshold record as "score_models"; {} when not fitted).
+    score_models: dict[str, Any] = field(default_factory=dict)
 
 
 def _duplicate_warnings(pairs: Sequence[tuple[str, str, float]], bound: float) -> list[str]:
@@ -259,6 +273,10 @@ def calibrate_open_set(
     seed: int = CALIBRATION_SEED,
     floor: float | None | Literal["model"] = "model",
     near_duplicate_cosine: float | None = NEAR_DUPLICATE_COSINE,
+    crops: CalibrationCrops | None = None,
+    score_models: bool = True,
+    asnorm: bool = False,
+    cohort_top_n: int = DEFAULT_COHORT_TOP_N,
 ) -> OpenSetCalibration:
     """Set the index's open-set threshold for a false-accept rate ``far``; say what it rests on.
 
@@ -278,6 +296,17 @@ def calibrate_open_set(
     are not each other's impostors, and each such pair is a warning. The value, method,
     basis, warnings and pairs are stored with ``index.set_threshold`` (the index must be open
     writable; saving is the caller's job). Call it again whenever the gallery changes.
+
+    With ``score_models`` (default) it also fits what identification uses beyond the fixed
+    threshold (:func:`fit_score_models`): a duration model of the impostor scores, so that
+    the threshold follows the query's speech seconds (:mod:`speakerid.calibration.duration`;
+    ``crops``, embeddings of shorter crops of the enrolled clips, e.g. from
+    :func:`gallery_crops`, give it short durations to fit on), and with ``asnorm`` the
+    threshold and duration model of AS-normalised scores (``cohort_top_n``, see
+    :mod:`speakerid.scorenorm`). They are stored in the threshold record too. ``asnorm`` is off
+    by default because AS-norm is (its (S, S) cohort product would cost seconds per save of a
+    10k-speaker index); identification with ``score_norm="asnorm"`` calibrates it in the
+    process when the index lacks it.
     """
     far = _check_far(far)
     check_scoring(scoring, top_n)
@@ -297,8 +326,15 @@ def calibrate_open_set(
             cal = _without_impostors(model, imp, floor_value, dup_warnings, common)
         else:
             cal = _from_impostors(model, imp, scoring, top_n, floor_value, dup_warnings, common)
+    if score_models and cal.threshold is not None and cal.voices >= 2:
+        cal = replace(cal, score_models=fit_score_models(
+            index, far, scoring=scoring, top_n=top_n, max_clips=int(max_clips), seed=int(seed),
+            near_duplicate_cosine=near_duplicate_cosine, crops=crops, cohort_top_n=check_cohort_top_n(cohort_top_n),
+            floor=floor_value, asnorm=asnorm))
     index.set_threshold(cal.threshold, cal.method, basis=cal.basis, warnings=cal.warnings,
                         near_duplicates=cal.near_duplicates)
+    if cal.score_models:
+        store_score_models(index, cal.score_models)
     for w in cal.warnings:
         log.debug("calibration of %s: %s", index.path, w)
     return cal
@@ -325,3 +361,99 @@ def calibrate_open_set_threshold(
         index, far, scoring=scoring, top_n=top_n, max_clips=max_clips, seed=seed, floor=floor,
         near_duplicate_cosine=near_duplicate_cosine,
     ).threshold
+
+
+# score normalisation and duration models
+
+
+def _raw_best(index: SpeakerIndex, qs: ImpostorQueries, scoring: str, top_n: int) -> np.ndarray:
+    ranked = rank_speakers(index, qs.vectors, 1, scoring, top_n=top_n, exclude=qs.exclude_names)
+    return np.array([r[0].score if r else np.nan for r in ranked], np.float64)
+
+
+def _asnorm_best(index: SpeakerIndex, qs: ImpostorQueries, scoring: str, top_n: int,
+                 cohort_top_n: int) -> np.ndarray | None:
+    ranked = asnorm_rank(index, qs.vectors, 1, scoring, top_n, cohort_top_n, exclude=qs.exclude_ordinals)
+    if ranked is None:
+        return None
+    return np.array([n[0] if len(n) else np.nan for _, _, n in ranked], np.float64)
+
+
+def _asnorm_model(index: SpeakerIndex, qs: ImpostorQueries, far: float, scoring: str, top_n: int,
+                  cohort_top_n: int) -> dict[str, Any] | None:
+    norm = _asnorm_best(index, qs, scoring, top_n, cohort_top_n)
+    if norm is None:
+        return None
+    full = norm[: qs.n_clips]
+    full = full[np.isfinite(full)]
+    if not len(full):
+        return None
+    need = min_calibration_speakers(far)
+    value, basis, rests = _gallery_value(full.astype(np.float32), far, qs.voices, need)
+    method = (f"gallery-impostor asnorm far={far:g} n={len(full)} speakers={len(index.speakers())} "
+              f"scoring={scoring} cohort_top_n={cohort_top_n}")
+    if basis != "calibrated":
+        method += f"; too few speakers to calibrate ({qs.voices} distinct, {need} needed): {basis}, {rests}"
+    dm = fit_duration_model(norm, qs.speech_s, far, qs.voices, need)
+    return {"threshold": float(value), "method": method, "basis": basis, "scoring": scoring, "top_n": int(top_n),
+            "cohort_top_n": int(cohort_top_n), "n_scores": int(len(full)),
+            "duration": None if dm is None else dm.to_record()}
+
+
+def fit_score_models(
+    index: SpeakerIndex,
+    far: float = DEFAULT_FAR,
+    *,
+    scoring: str = DEFAULT_SCORING,
+    top_n: int = DEFAULT_TOP_N,
+    max_clips: int = CALIBRATION_MAX_CLIPS,
+    seed: int = CALIBRATION_SEED,
+    near_duplicate_cosine: float | None = NEAR_DUPLICATE_COSINE,
+    crops: CalibrationCrops | None = None,
+    cohort_top_n: int = DEFAULT_COHORT_TOP_N,
+    floor: float | None = None,
+    asnorm: bool = True,
+) -> dict[str, Any]:
+    """Per score normalisation, what identification needs beyond the fixed raw threshold.
+
+    ``{"far": far, "none": {"duration": ...}, "asnorm": {"threshold", "method", "basis",
+    "scoring", "top_n", "cohort_top_n", "n_scores", "duration"}}``, from the leave-one-speaker-out
+    impostor queries (the gallery's clips and ``crops``). A duration is None where too few
+    trials fit one, "asnorm" is missing for a gallery too small for a cohort. ``floor`` bounds
+    the raw duration model from below (the raw threshold's floor).
+    """
+    qs = impostor_queries(index, max_clips, seed, near_duplicate_cosine, crops)
+    out: dict[str, Any] = {"far": far}
+    if qs is None or qs.voices < 2:
+        return out
+    need = min_calibration_speakers(far)
+    raw = _raw_best(index, qs, scoring, top_n)
+    dm: DurationModel | None = fit_duration_model(raw, qs.speech_s, far, qs.voices, need, floor=floor)
+    out["none"] = {"scoring": scoring, "duration": None if dm is None else dm.to_record()}
+    am = _asnorm_model(index, qs, far, scoring, top_n, cohort_top_n) if asnorm else None
+    if am is not None:
+        out["asnorm"] = am
+    return out
+
+
+def asnorm_score_model(
+    index: SpeakerIndex,
+    far: float = DEFAULT_FAR,
+    *,
+    scoring: str = DEFAULT_SCORING,
+    top_n: int = DEFAULT_TOP_N,
+    cohort_top_n: int = DEFAULT_COHORT_TOP_N,
+    max_clips: int = CALIBRATION_MAX_CLIPS,
+    seed: int = CALIBRATION_SEED,
+    near_duplicate_cosine: float | None = NEAR_DUPLICATE_COSINE,
+) -> dict[str, Any]:
+    """The AS-norm threshold record of a gallery (as in :func:`fit_score_models`, without
+    crops), leaving the index unchanged. ConfigError for a gallery with no cohort (fewer than
+    :data:`speakerid.scorenorm.MIN_SPEAKERS` speakers, where identification does not normalise)."""
+    qs = impostor_queries(index, max_clips, seed, near_duplicate_cosine)
+    am = None if qs is None or qs.voices < 2 else _asnorm_model(index, qs, far, scoring, top_n, cohort_top_n)
+    if am is None:
+        raise ConfigError(
+            f"the gallery at {index.path} is too small to calibrate a threshold for AS-normalised scores: pass one"
+        )
+    return am

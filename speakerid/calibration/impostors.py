@@ -29,7 +29,7 @@ from ..index import SpeakerIndex, SpeakerMaps
 
 __all__ = [
     "CALIBRATION_MAX_CLIPS", "CALIBRATION_SEED", "NEAR_DUPLICATE_COSINE", "Impostors", "gallery_impostor_scores",
-    "impostor_trials", "near_duplicate_speakers", "sample_clips",
+    "ImpostorQueries", "impostor_queries", "impostor_trials", "near_duplicate_speakers", "sample_clips",
 ]
 
 #: Calibration uses at most this many gallery clips as impostor queries (bounded cost).
@@ -129,17 +129,37 @@ class Impostors:
     voices: int
 
 
-def impostor_trials(
+@dataclass(frozen=True)
+class ImpostorQueries:
+    """The calibration's impostor queries: sampled gallery clips (and crops), each with the
+    speakers it must be compared without (its own voice: ordinals with its owner first, and
+    names) and its speech seconds."""
+
+    vectors: np.ndarray
+    exclude_ordinals: list[np.ndarray]
+    exclude_names: list[list[str]]
+    speech_s: np.ndarray
+    #: How many of the rows are the gallery's own clips (the rest are crops).
+    n_clips: int
+    near_duplicates: tuple[tuple[str, str, float], ...]
+    voices: int
+
+
+def impostor_queries(
     index: SpeakerIndex,
-    scoring: str,
-    top_n: int,
     max_clips: int,
     seed: int,
     near_duplicate_cosine: float | None,
-) -> Impostors:
+    crops: Any = None,
+) -> ImpostorQueries | None:
+    """The impostor queries of a gallery of 2 speakers or more (None with fewer).
+
+    ``crops`` (a :class:`speakerid.calibration.duration.CalibrationCrops`) adds embeddings of
+    cropped clips; a crop of a speaker that is not enrolled is a stranger and excludes nobody.
+    """
     g = check_index(index).speaker_maps()
     if len(g.names) < 2:
-        return Impostors(np.zeros(0, np.float32), (), len(g.names))
+        return None
     rows = sample_clips(g, max_clips, seed)
     owner = g.owners[rows]
     pairs: list[tuple[str, str, float]] = []
@@ -153,14 +173,45 @@ def impostor_trials(
     # queries, and each query leaves its whole group out (they are not impostors of it)
     keep = rep[owner] == owner
     rows, owner = rows[keep], owner[keep]
-    members: dict[int, list[str]] = {}
+    members: dict[int, list[int]] = {}
     for i, r in enumerate(rep.tolist()):
-        members.setdefault(r, []).append(g.names[i])
-    exclude = [members[int(rep[o])] for o in owner]
+        members.setdefault(r, []).append(i)
+
+    def group(o: int) -> list[int]:  # the owner first
+        return [o, *(m for m in members[int(rep[o])] if m != o)]
+
+    ex_ord = [np.array(group(int(o)), np.int64) for o in owner]
+    utt = index.utterances()
+    uid = utt["id"].to_numpy().astype(np.int64)
+    speech_of = dict(zip(uid.tolist(), utt["speech_s"].to_numpy().astype(np.float64).tolist()))
+    speech = [speech_of.get(int(i), 0.0) for i in g.ids[rows]]
     vecs = index.vectors(g.ids[rows])
-    ranked = rank_speakers(index, vecs, 1, scoring, top_n=top_n, exclude=exclude)
+    n_clips = len(rows)
+    if crops is not None and len(crops.speakers):
+        c_ord = [np.array(group(pos[s]) if s in pos else [], np.int64) for s in crops.speakers]
+        ex_ord += c_ord
+        speech += crops.speech_s.tolist()
+        vecs = np.concatenate([vecs, np.asarray(crops.vectors, np.float32)])
+    ex_names = [[g.names[int(o)] for o in e] for e in ex_ord]
+    return ImpostorQueries(np.asarray(vecs, np.float32), ex_ord, ex_names, np.asarray(speech, np.float64),
+                           n_clips, tuple(pairs), voices)
+
+
+def impostor_trials(
+    index: SpeakerIndex,
+    scoring: str,
+    top_n: int,
+    max_clips: int,
+    seed: int,
+    near_duplicate_cosine: float | None,
+) -> Impostors:
+    g = check_index(index).speaker_maps()
+    qs = impostor_queries(index, max_clips, seed, near_duplicate_cosine)
+    if qs is None:
+        return Impostors(np.zeros(0, np.float32), (), len(g.names))
+    ranked = rank_speakers(index, qs.vectors, 1, scoring, top_n=top_n, exclude=qs.exclude_names)
     scores = np.array([r[0].score for r in ranked if r], dtype=np.float32)
-    return Impostors(scores, tuple(pairs), voices)
+    return Impostors(scores, qs.near_duplicates, qs.voices)
 
 
 def gallery_impostor_scores(
