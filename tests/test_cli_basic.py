@@ -237,7 +237,7 @@ def test_unknown_model_is_one_line(monkeypatch, capsys, bad_files) -> None:
                  ["verify", bad_files["good"], bad_files["good"], "-m", "nope"]):
         code, _, err = run_main(args, monkeypatch, capsys)
         assert code == 2
-        assert _one_error_line(err) == "error: unknown model 'nope'; available: campplus, ge2e"
+        assert _one_error_line(err) == "error: unknown model 'nope'; available: campplus, campplus-int8, ge2e"
 
 
 # --- embed to Parquet -------------------------------------------------------------------
@@ -313,9 +313,9 @@ def test_embed_files_and_bad_arguments(runner, utterances, tmp_path, monkeypatch
 def test_models_list_and_info(runner) -> None:
     res = runner.invoke(app, ["models", "list"])
     assert res.exit_code == 0, res.output
-    lines = res.stdout.splitlines()
-    assert lines[0].split()[:2] == ["campplus", "cached"]
-    assert lines[1].split()[:2] == ["ge2e", "cached"]
+    rows = {line.split()[0]: line.split()[1] for line in res.stdout.splitlines() if line.strip()}
+    assert list(rows) == ["campplus", "campplus-int8", "ge2e"]
+    assert rows["campplus"] == rows["ge2e"] == "cached"
 
     res = runner.invoke(app, ["models", "info", "campplus"])
     assert res.exit_code == 0, res.output

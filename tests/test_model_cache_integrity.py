@@ -320,7 +320,7 @@ def test_damaged_user_onnx_is_refused(damage, home, mini, user_files) -> None:
             f"remove it and add it again from its ONNX file ({user_files['as_onnx'].resolve()})"
         )
     assert (d / ONNX_FILE).read_bytes() == damaged  # nothing rebuilt, nothing deleted
-    assert store.available_models() == ["campplus", "ge2e", "mini"]
+    assert store.available_models() == ["campplus", "campplus-int8", "ge2e", "mini"]
 
 
 def test_modified_user_mean_file_is_refused(home, mini) -> None:

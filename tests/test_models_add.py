@@ -184,7 +184,7 @@ def _unit(v: np.ndarray, dim: int) -> None:
 
 
 def test_added_autospeech_model_is_in_the_store(mini, home, files) -> None:
-    assert available_models() == ["campplus", "ge2e", "mini"]
+    assert available_models() == ["campplus", "campplus-int8", "ge2e", "mini"]
     d = home / "models" / "mini"
     assert sorted(p.name for p in d.iterdir()) == sorted([ONNX_FILE, SPEC_FILE, "mean.npy", "std.npy"])
     spec = json.loads((d / SPEC_FILE).read_text())
@@ -234,7 +234,7 @@ def test_models_list_and_info_show_user_models(mini, runner) -> None:
     res = runner.invoke(app, ["models", "list"])
     assert res.exit_code == 0, res.output
     names = [line.split()[0] for line in res.stdout.splitlines()]
-    assert names[:2] == ["campplus", "ge2e"] and "mini" in names
+    assert names[:3] == ["campplus", "campplus-int8", "ge2e"] and "mini" in names
     res = runner.invoke(app, ["models", "info", "mini"])
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)

@@ -87,7 +87,7 @@ def _leftovers(h: Path) -> list[str]:
 
 
 def test_available_models_lists_the_builtins(home) -> None:
-    assert available_models() == store.available_models() == ["campplus", "ge2e"]
+    assert available_models() == store.available_models() == ["campplus", "campplus-int8", "ge2e"]
 
 
 def test_unknown_model_names_the_choices(home) -> None:
@@ -95,7 +95,7 @@ def test_unknown_model_names_the_choices(home) -> None:
                  lambda: Embedder("nope")):
         with pytest.raises(UnknownModelError) as info:
             call()
-        assert str(info.value) == "unknown model 'nope'; available: campplus, ge2e"
+        assert str(info.value) == "unknown model 'nope'; available: campplus, campplus-int8, ge2e"
     assert not (home / "models" / "nope").exists()
 
 
@@ -108,7 +108,7 @@ def test_unknown_model_on_the_command_line(home, monkeypatch, capsys) -> None:
             main()
         assert info.value.code == 2
         captured = capsys.readouterr()
-        assert captured.err == "error: unknown model 'nope'; available: campplus, ge2e\n"
+        assert captured.err == "error: unknown model 'nope'; available: campplus, campplus-int8, ge2e\n"
         assert captured.out == ""
 
 

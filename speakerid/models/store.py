@@ -44,6 +44,7 @@ from pathlib import Path
 
 from .._io import SHARED_DIR, SHARED_FILE, atomic_dir, fsync_dir, sha256_file
 from ..errors import (
+    ConfigError,
     CorruptModelError,
     ModelError,
     ModelNotAvailableError,
@@ -238,17 +239,25 @@ def installing(name: str) -> Iterator[Path]:
             os.chmod(p, SHARED_FILE)
 
 
-def pull(name: str, *, force: bool = False, progress: Progress | None = None) -> ModelSpec:
+def pull(name: str, *, force: bool = False, progress: Progress | None = None,
+         calibration: Path | None = None) -> ModelSpec:
     """Make ``name`` ready in the cache (download, verify, convert) and return its spec.
 
     The VAD that every model runs behind is made ready too, so a pulled model embeds offline.
+    ``calibration``: a directory of speech to calibrate a quantised model (``campplus-int8``) on,
+    instead of its bundled calibration set; it implies ``force``.
     """
-    spec = _pull_model(name, force=force, progress=progress)
+    if calibration is not None:
+        _check_name(name)
+        if name not in BUILTIN or BUILTIN[name].converter != "quantize":
+            raise ConfigError(f"model {name} is not quantised: it takes no calibration data")
+    spec = _pull_model(name, force=force or calibration is not None, progress=progress,
+                       options={} if calibration is None else {"calibration": Path(calibration)})
     vad_sequence_onnx_path(progress)
     return spec
 
 
-def _pull_model(name: str, *, force: bool, progress: Progress | None) -> ModelSpec:
+def _pull_model(name: str, *, force: bool, progress: Progress | None, options: dict | None = None) -> ModelSpec:
     _check_name(name)
     final = models_dir() / name
     check = _check(name)
@@ -266,7 +275,7 @@ def _pull_model(name: str, *, force: bool, progress: Progress | None) -> ModelSp
     elif check.state == STALE:
         log.info("model %s: the cached copy %s; converting it again", name, check.problem)
     try:
-        return _convert(name, final, progress)
+        return _convert(name, final, progress, options or {})
     except (ModelNotAvailableError, OSError) as exc:
         if check.state == STALE and isinstance(exc, ModelNotAvailableError):
             raise ModelNotAvailableError(
@@ -300,7 +309,7 @@ def _user_spec(name: str, final: Path, check: Check) -> ModelSpec:
     return spec
 
 
-def _convert(name: str, final: Path, progress: Progress | None) -> ModelSpec:
+def _convert(name: str, final: Path, progress: Progress | None, options: dict | None = None) -> ModelSpec:
     """Extract, verify and convert a built-in model into ``final`` (replacing what is there)."""
     from ..features import complete_options
 
@@ -314,7 +323,7 @@ def _convert(name: str, final: Path, progress: Progress | None) -> ModelSpec:
         from .torchzip import state_dict
 
         state = state_dict(ckpt, b.state_key)
-        model = conv.build_onnx(state)
+        model = conv.build_onnx(state, **(options or {}))  # options: quantize's calibration
         import onnx
 
         onnx.save(model, str(tmp / ONNX_FILE))

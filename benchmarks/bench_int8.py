@@ -1,0 +1,310 @@
+"""INT8 CAM++ (campplus-int8) against FP32 CAM++: speed on 1 thread, closeness of embeddings, the
+choice of calibration method and of the ops kept in FP32, per CPU kind.
+
+Speed: one process, both ONNX Runtime sessions (1 intra-op thread, sequential, as
+speakerid.Embedder opens them) run alternately on the same 10 s clips' features, ``--runs``
+times each; the figure is the ratio of the medians (so machine load hits both alike). Closeness:
+cosine of each INT8 embedding to its FP32 one on ``--clips`` librispeech-251 utterances (whole).
+Accuracy under the dev conditions is benchmarks/eval_conditions.py's (see BENCHMARKS.md).
+
+    nice -n 10 python benchmarks/bench_int8.py                     # -> results/int8.json, int8.md
+    nice -n 10 python benchmarks/bench_int8.py --methods MinMax,Entropy,Percentile --variants
+    python benchmarks/bench_int8.py --make-calibration             # rewrite the bundled set
+
+The AVX2-only numerics (not speed) are checked under ``qemu-x86_64 -cpu Haswell`` with
+``--numerics-only`` (slow: a couple of short clips).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from speakerid.audio import load
+from speakerid.features import complete_options
+from speakerid.features.kaldi import FbankOptions, kaldi_fbank
+from speakerid.models import quantize, store
+from speakerid.models.registry import BUILTIN
+from speakerid.models.spec import ONNX_FILE
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data"
+CALIBRATION_AUDIO = DATA / "conversation-sample" / "sample.wav"
+
+
+def fbank_options() -> FbankOptions:
+    return FbankOptions(**complete_options("kaldi_fbank", BUILTIN["campplus"].frontend_options))
+
+
+def make_calibration(out: Path) -> dict:
+    """The bundled calibration set: the 30 s conversation-sample (two real speakers, not in
+    librispeech-251, MIT) in ten 3 s windows, as mean-normalised fbank, float16."""
+    x = load(CALIBRATION_AUDIO)
+    win = int(quantize.WINDOW_S * 16000)
+    windows = [kaldi_fbank(x[i : i + win], fbank_options()) for i in range(0, len(x) - win + 1, win)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **{f"w{i:02d}": w.astype(np.float16) for i, w in enumerate(windows)})
+    return {"file": str(out), "windows": len(windows), "bytes": out.stat().st_size}
+
+
+def session(path: Path | str, threads: int = 1):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def clips(data: Path, n: int, min_s: float = 0.0) -> list[tuple[str, np.ndarray]]:
+    """``n`` librispeech-251 utterances spread over speakers.csv (every k-th file)."""
+    files = sorted(p for p in data.glob("*.flac"))
+    out = []
+    for p in files[:: max(1, len(files) // n)]:
+        x = load(p)
+        if len(x) >= min_s * 16000:
+            out.append((p.name, x))
+        if len(out) == n:
+            break
+    return out
+
+
+def embed(sess, feats: np.ndarray) -> np.ndarray:
+    return sess.run(None, {"feats": feats[None].astype(np.float32)})[0][0]
+
+
+def cosines(s32, s8, feats: list[np.ndarray]) -> list[float]:
+    out = []
+    for f in feats:
+        a, b = embed(s32, f), embed(s8, f)
+        out.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+    return out
+
+
+def speed(s32, s8, feats: list[np.ndarray], runs: int) -> dict:
+    """Medians over ``runs`` alternating runs of each session on each clip (ms per clip)."""
+    t32, t8 = [], []
+    for f in feats:  # warm-up
+        embed(s32, f), embed(s8, f)
+    for _ in range(runs):
+        for f in feats:
+            for s, t in ((s32, t32), (s8, t8)):
+                t0 = time.perf_counter()
+                embed(s, f)
+                t.append(time.perf_counter() - t0)
+    m32, m8 = float(np.median(t32)), float(np.median(t8))
+    return {"fp32_ms": 1000 * m32, "int8_ms": 1000 * m8, "speedup": m32 / m8, "runs": len(t32)}
+
+
+def variant_nodes(model, keep: tuple[str, ...]) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and any(k in n.input[1] for k in keep)]
+
+
+#: Ops kept in FP32 (weight-name substrings), measured for the choice in quantize.KEEP_FP32_CONVS.
+VARIANTS = {
+    "all-conv": (),
+    "keep-gate": ("cam_layer.linear1.", "cam_layer.linear2."),
+    "keep-gate-transit3 (chosen)": quantize.KEEP_FP32_CONVS,
+    "keep-gate-transit3-head": (*quantize.KEEP_FP32_CONVS, "head."),
+}
+
+
+def build_variant(fp32, windows, method: str, keep: tuple[str, ...], tmp: Path):
+    """quantize.quantise with another set of convs kept in FP32."""
+    saved = quantize.KEEP_FP32_CONVS
+    quantize.KEEP_FP32_CONVS = keep
+    try:
+        return quantize.quantise(fp32, windows, method=method, workdir=tmp)
+    finally:
+        quantize.KEEP_FP32_CONVS = saved
+
+
+def cpu_report() -> dict:
+    flags = quantize.cpu_flags()
+    import onnxruntime
+
+    return {"kind": quantize.cpu_kind(), "model_name": _model_name(),
+            "int8_flags": sorted(f for f in flags if "vnni" in f or f.startswith("amx") or f in ("avx2", "avx512bw")),
+            "onnxruntime": onnxruntime.__version__, "machine": platform.machine()}
+
+
+def _model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+GOAL_EER_POINTS = 0.05
+GOAL_SPEEDUP = 1.8
+
+
+def conditions(fp32_json: Path, int8_json: Path) -> dict | None:
+    """EER and the other figures of eval_conditions.py for both models, per condition (bare system)."""
+    if not (fp32_json.is_file() and int8_json.is_file()):
+        return None
+    a = json.loads(fp32_json.read_text())
+    b = json.loads(int8_json.read_text())
+    ra, rb = a["results"]["campplus"]["bare"]["rows"], b["results"]["campplus-int8"]["bare"]["rows"]
+    rows = {}
+    for cond in ra:
+        if cond in rb:
+            rows[cond] = {k: (ra[cond][k], rb[cond][k]) for k in ("eer", "min_dcf_001", "top1", "fnir_at_fpir_001",
+                                                                   "open_set_fa", "eer_threshold")}
+    return {"commands": [a["command"], b["command"]], "rows": rows}
+
+
+def conditions_markdown(c: dict) -> list[str]:
+    out = ["## EER under the dev conditions (bare system, VAD off)\n",
+           "Made by `" + "` and `".join(c["commands"]) + "` (benchmarks/eval_conditions.py; EER, minDCF 0.01, "
+           f"top-1 and FNIR at FPIR 1 % as there). Goal: |EER change| <= {GOAL_EER_POINTS} points.\n",
+           "| condition | EER FP32 | EER INT8 | change (points) | minDCF FP32 / INT8 | top-1 FP32 / INT8 | "
+           "FNIR@FPIR1% FP32 / INT8 | EER threshold FP32 / INT8 | goal |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for cond, r in c["rows"].items():
+        (e32, e8), (d32, d8), (t32, t8) = r["eer"], r["min_dcf_001"], r["top1"]
+        (f32, f8), (h32, h8) = r["fnir_at_fpir_001"], r["eer_threshold"]
+        delta = 100 * (e8 - e32)
+        out.append(f"| {cond} | {100 * e32:.2f} % | {100 * e8:.2f} % | {delta:+.2f} | {d32:.4f} / {d8:.4f} | "
+                   f"{100 * t32:.2f} / {100 * t8:.2f} % | {100 * f32:.2f} / {100 * f8:.2f} % | {h32:.3f} / {h8:.3f} | "
+                   f"{'met' if abs(delta) <= GOAL_EER_POINTS + 1e-9 else 'NOT met'} |")
+    worst = max(abs(100 * (r["eer"][1] - r["eer"][0])) for r in c["rows"].values())
+    out.append(f"\nLargest |EER change|: {worst:.2f} points.\n")
+    return out
+
+
+def markdown(res: dict) -> str:
+    c = res["cpu"]
+    out = [f"# INT8 CAM++ against FP32\n\nMade by `{res['command']}` ({res['created']}). CPU: {c['model_name']}, "
+           f"kind **{c['kind']}** (int8 flags: {', '.join(c['int8_flags'])}), onnxruntime {c['onnxruntime']}. "
+           f"Load average at the start: {res['load']}.\n"]
+    if "speed" in res:
+        s = res["speed"]
+        out += ["## Speed (1 thread, 10 s clips)\n",
+                f"Medians of {s['runs']} alternating runs per model in one process ({res['speed_clips']} clips of 10 s):\n",
+                "| FP32 ms | INT8 ms | speed-up |", "|---:|---:|---:|",
+                f"| {s['fp32_ms']:.1f} | {s['int8_ms']:.1f} | {s['speedup']:.2f}x |", "",
+                f"Goal >= {GOAL_SPEEDUP}x on this CPU kind ({c['kind']}): "
+                f"**{'met' if s['speedup'] >= GOAL_SPEEDUP else 'not met'}**. Machine load was high (see the load "
+                "average above); the two models alternate run by run, so load slows both, but the ratio is "
+                "still noisier than on an idle machine.\n"]
+    avx2 = HERE / "results" / "int8_avx2_numerics.json"
+    if avx2.is_file():
+        q = json.loads(avx2.read_text())
+        out += ["## AVX2-only CPUs (numerics under qemu)\n",
+                f"`{q['command']}`: ONNX Runtime's kernels for a Haswell CPU (AVX2, FMA, no AVX-512, no VNNI) "
+                f"give cosines {', '.join(f'{x:.4f}' for x in q['cosines'])} between the INT8 and FP32 embeddings "
+                f"of {len(q['cosines'])} 2 s librispeech-251 clips, against "
+                f"{', '.join(f'{x:.4f}' for x in q.get('host_cosines_same_inputs', []))} on this CPU for the same "
+                "inputs: no crash, slightly lower cosines (the non-VNNI U8S8 kernels). Speed there cannot be "
+                "measured under emulation.\n"]
+    if res.get("conditions"):
+        out += conditions_markdown(res["conditions"])
+    if "cosine" in res:
+        k = res["cosine"]
+        out += ["## Closeness to FP32\n", f"Cosine INT8 vs FP32 embedding on {k['clips']} whole librispeech-251 "
+                f"utterances: min {k['min']:.4f}, mean {k['mean']:.4f}.\n"]
+    if res.get("variants"):
+        out += ["## Calibration method and ops kept in FP32\n",
+                f"Cosine to FP32 on {res['cosine']['clips'] if 'cosine' in res else '?'} clips; speed-up as above "
+                f"({res['variant_runs']} runs each).\n", "| method | variant | cos min | cos mean | speed-up |",
+                "|---|---|---:|---:|---:|"]
+        for v in res["variants"]:
+            out.append(f"| {v['method']} | {v['variant']} | {v['cos_min']:.4f} | {v['cos_mean']:.4f} | "
+                       f"{v.get('speedup', float('nan')):.2f}x |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA / "librispeech-251")
+    ap.add_argument("--clips", type=int, default=20, help="clips for the cosine to FP32")
+    ap.add_argument("--speed-clips", type=int, default=3, help="10 s clips timed")
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--methods", default="", help="also measure these calibration methods (comma-separated)")
+    ap.add_argument("--variants", action="store_true", help="also measure other sets of FP32 convs")
+    ap.add_argument("--numerics-only", action="store_true", help="cosine on 2 short clips, no timing (qemu)")
+    ap.add_argument("--make-calibration", action="store_true")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite int8.md from int8.json and the eval_conditions JSON files, measuring nothing")
+    ap.add_argument("--conditions-fp32", type=Path, default=HERE / "results" / "int8_conditions_fp32.json")
+    ap.add_argument("--conditions-int8", type=Path, default=HERE / "results" / "int8_conditions.json")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "int8.json")
+    args = ap.parse_args()
+    if args.make_calibration:
+        print(json.dumps(make_calibration(quantize.CALIBRATION_FILE)))
+        return
+    import os
+
+    if args.report_only:
+        res = json.loads(args.out.read_text())
+        res["conditions"] = conditions(args.conditions_fp32, args.conditions_int8)
+        args.out.write_text(json.dumps(res, indent=1) + "\n")
+        args.out.with_suffix(".md").write_text(markdown(res))
+        print(markdown(res))
+        return
+    res: dict = {"command": "python benchmarks/bench_int8.py " + " ".join(sys.argv[1:]),
+                 "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_report(),
+                 "load": " ".join(f"{x:.1f}" for x in os.getloadavg())}
+    _, d32 = store.resolve("campplus")
+    _, d8 = store.resolve("campplus-int8")
+    s32, s8 = session(d32 / ONNX_FILE), session(d8 / ONNX_FILE)
+    opts = fbank_options()
+    if args.numerics_only:
+        feats = [kaldi_fbank(x[: 3 * 16000], opts) for _, x in clips(args.data, 2, 3.0)]
+        cs = cosines(s32, s8, feats)
+        print(json.dumps({"cpu": res["cpu"], "cosines": cs}))
+        return
+    feats = [kaldi_fbank(x, opts) for _, x in clips(args.data, args.clips)]
+    cs = cosines(s32, s8, feats)
+    res["cosine"] = {"clips": len(cs), "min": min(cs), "mean": float(np.mean(cs)), "values": cs}
+    ten = [kaldi_fbank(x[: 10 * 16000], opts) for _, x in clips(args.data, args.speed_clips, 10.0)]
+    res["speed_clips"] = len(ten)
+    res["speed"] = speed(s32, s8, ten, args.runs)
+    print(f"speed-up {res['speed']['speedup']:.2f}x, cos min {min(cs):.4f}", file=sys.stderr)
+    variants = []
+    methods = [m for m in args.methods.split(",") if m]
+    if methods or args.variants:
+        import onnx
+
+        fp32 = onnx.load(str(d32 / ONNX_FILE))
+        windows = quantize.bundled_calibration()
+        todo = [(m, "keep-gate-transit3 (chosen)") for m in methods]
+        if args.variants:
+            todo += [(quantize.CALIBRATE_METHOD, v) for v in VARIANTS if v != "keep-gate-transit3 (chosen)"]
+        with tempfile.TemporaryDirectory() as td:
+            for method, name in todo:
+                q = build_variant(fp32, windows, method, VARIANTS[name], Path(td))
+                p = Path(td) / "v.onnx"
+                onnx.save(q, str(p))
+                sv = session(p)
+                vc = cosines(s32, sv, feats)
+                row = {"method": method, "variant": name, "cos_min": min(vc), "cos_mean": float(np.mean(vc))}
+                row["speedup"] = speed(s32, sv, ten[:1], max(5, args.runs // 3))["speedup"]
+                variants.append(row)
+                print(row, file=sys.stderr)
+        res["variants"] = variants
+        res["variant_runs"] = max(5, args.runs // 3)
+    res["conditions"] = conditions(args.conditions_fp32, args.conditions_int8)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(res))
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()
