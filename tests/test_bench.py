@@ -201,13 +201,16 @@ def test_embedding_cache_reuse_counts_calls(vox, tmp_path: Path, monkeypatch) ->
 
     emb = Embedder("campplus")
     calls: list[str] = []
-    real = Embedder.embed_detailed
 
-    def counting(self, source, sample_rate_hz=None):
-        calls.append(str(source))
-        return real(self, source, sample_rate_hz)
+    def counting(real):  # embed_batch runs a clip either whole (embed_detailed) or as prepare + encode
+        def wrapper(self, source, sample_rate_hz=None):
+            calls.append(str(source))
+            return real(self, source, sample_rate_hz)
 
-    monkeypatch.setattr(Embedder, "embed_detailed", counting)
+        return wrapper
+
+    monkeypatch.setattr(Embedder, "embed_detailed", counting(Embedder.embed_detailed))
+    monkeypatch.setattr(Embedder, "prepare", counting(Embedder.prepare))
     files = sorted(vox["root"].rglob("*.wav"))[:6]
     dup = tmp_path / "copy.wav"
     dup.write_bytes(files[0].read_bytes())  # same content, another path

@@ -13,12 +13,21 @@ import pytest
 from speakerid.audio import iter_blocks, load
 from speakerid.config import AudioOptions, VadOptions
 from speakerid.errors import (
+    ConfigError,
     InvalidAudioError,
     ModelError,
     NoSpeechError,
     TooShortError,
 )
-from speakerid.vad import MAX_VAD_GAIN_DB, WINDOW, SileroVad, _Segmenter, require_min_speech, vad_gain
+from speakerid.vad import (
+    GATE_MIN_KEEP_MS,
+    MAX_VAD_GAIN_DB,
+    WINDOW,
+    SileroVad,
+    _Segmenter,
+    require_min_speech,
+    vad_gain,
+)
 
 CLIPS = ["103-1240-0000.flac", "1034-121119-0000.flac", "1040-133433-0000.flac", "1069-133699-0000.flac"]
 #: Silero's own segments (no level gain, keep_pauses_ms=0), comparable with the reference
@@ -81,9 +90,10 @@ def clips(librispeech: Path) -> dict[str, np.ndarray]:
     return {name: load(librispeech / name) for name in CLIPS}
 
 
-def with_options(vad: SileroVad, opts: VadOptions) -> SileroVad:
+def with_options(vad: SileroVad, opts: VadOptions, schedule: str = "full") -> SileroVad:
     v = object.__new__(SileroVad)
-    v._session, v.opts = vad._session, opts
+    v._session, v.opts, v.schedule, v.kind = vad._session, opts, schedule, vad.kind
+    v.gated = schedule == "auto" and vad.kind == "sequence" and opts.keep_pauses_ms >= GATE_MIN_KEEP_MS
     return v
 
 
@@ -433,3 +443,63 @@ def test_new_options_are_checked() -> None:
         with pytest.raises(ConfigError):
             VadOptions(**bad)
     assert VadOptions(level_dbfs=None).level_dbfs is None
+
+
+# --- the gated schedule ---------------------------------------------------------------------
+
+
+def _kept(segments: list[tuple[int, int]], n: int) -> np.ndarray:
+    m = np.zeros(n, bool)
+    for a, b in segments:
+        m[a:b] = True
+    return m
+
+
+def test_gated_schedule_equals_full_schedule(vad_sequence_onnx, clips) -> None:
+    """With the default options (trim only long non-speech) the gated schedule keeps the same
+    samples as the full model on real speech, with and without long pauses spliced in, and runs
+    the model on far fewer windows of continuous speech (never much more than the full model)."""
+    opts = VadOptions()
+    full = SileroVad(vad_sequence_onnx, opts, threads=1)
+    gated = SileroVad(vad_sequence_onnx, opts, threads=1, schedule="auto")
+    silero = SileroVad(vad_sequence_onnx, OPTION_SETS[0], threads=1)
+    assert gated.gated and not full.gated and gated.kind == "sequence"
+    for x in clips.values():
+        st = gated.stream()
+        segs = st.push(x) + st.finish()
+        assert np.array_equal(_kept(segs, len(x)), _kept(full.segments(x), len(x)))
+        assert st.windows_run <= (1 + 1 / 3) * -(-len(x) // WINDOW) + 1
+        np.testing.assert_array_equal(gated.keep_speech(x), full.keep_speech(x))
+        for y in (splice_silence(x, 3.0)[0], np.concatenate([np.zeros(48000, np.float32), x, x[:16000]])):
+            assert len(gated.keep_speech(y)) < len(y) - 2 * 16000  # the long silence is cut...
+            np.testing.assert_array_equal(gated.keep_speech(y), full.keep_speech(y))  # ...exactly as in full
+    speech = np.concatenate([silero.keep_speech(x) for x in clips.values()])  # pauses cut by Silero
+    np.testing.assert_array_equal(gated.keep_speech(speech), full.keep_speech(speech))
+    assert gated.timed_run(speech) < 0.5 * full.timed_run(speech)
+
+
+def test_gated_stream_in_blocks(vad_sequence_onnx, clips) -> None:
+    """Pushed in blocks, the gated stream keeps nearly the same samples as pushed whole (where the
+    full model resumes after gated blocks its state is warmed, not exact: long files only, the
+    Embedder's blocks are 60 s), and cuts a long silence wherever the blocks fall."""
+    opts = VadOptions(level_dbfs=None)  # the gain is fixed by the first block
+    gated = SileroVad(vad_sequence_onnx, opts, threads=1, schedule="auto")
+    x = np.concatenate(list(clips.values()))
+    y, at = splice_silence(x, 4.0)
+    for z in (x, y):
+        whole = _kept(gated.segments(z), len(z))
+        for step in (16000, 37000, 100_000):
+            st = gated.stream()
+            segs = [s for i in range(0, len(z), step) for s in st.push(z[i : i + step])] + st.finish()
+            assert np.count_nonzero(_kept(segs, len(z)) != whole) < 0.01 * len(z)
+            pieces = list(gated.speech_stream([z[i : i + step] for i in range(0, len(z), step)]))
+            assert sum(len(p) for p in pieces) == np.count_nonzero(_kept(segs, len(z)))
+            if z is y:
+                assert not _kept(segs, len(z))[at + 8000 : at + 56000].any()
+
+
+def test_gate_only_for_long_kept_pauses(vad_onnx, vad_sequence_onnx) -> None:
+    assert not SileroVad(vad_sequence_onnx, VadOptions(keep_pauses_ms=0.0), schedule="auto").gated
+    assert not SileroVad(vad_onnx, VadOptions(), schedule="auto").gated  # the stateful model: full
+    with pytest.raises(ConfigError):
+        SileroVad(vad_sequence_onnx, VadOptions(), schedule="sometimes")
