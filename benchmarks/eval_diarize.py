@@ -25,17 +25,20 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from diarize_scoring import der_jer, naming  # noqa: E402
+from diarize_scoring import CAUSES, der_jer, false_name_causes, naming  # noqa: E402
 
 from speakerid.diarize import DiarizeOptions, Diarizer, read_rttm  # noqa: E402
 from speakerid.diarize.options import check_speaker_counts  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "conversation-sample"
 SCAN_FIELDS = ("window_s", "step_s", "min_embed_speech_s", "batch_windows", "piece_s")
+#: Bumped when Scan changes (2: the segmentation's posteriors are kept).
+SCAN_VERSION = 2
 
 
 def scan_key(opts: DiarizeOptions) -> str:
-    return hashlib.sha256(json.dumps({f: getattr(opts, f) for f in SCAN_FIELDS}).encode()).hexdigest()[:12]
+    key = {f: getattr(opts, f) for f in SCAN_FIELDS} | {"scan_version": SCAN_VERSION}
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
 
 
 def cached_scan(d: Diarizer, wav: Path, cache: Path):
@@ -71,6 +74,7 @@ def evaluate(d: Diarizer, set_dir: Path, gal, limit: int | None, oracle_count: b
     rows = []
     sums = {"solo_s": 0.0, "solo_named_s": 0.0, "named_s": 0.0, "false_named_s": 0.0}
     sums |= {f"{k}_c025": 0.0 for k in list(sums)}
+    causes = dict.fromkeys(CAUSES, 0.0)
     for c in manifest["conversations"][:limit]:
         wav = set_dir / f"{c['name']}.wav"
         scan = cached_scan(d, wav, set_dir / ".scans")
@@ -83,13 +87,17 @@ def evaluate(d: Diarizer, set_dir: Path, gal, limit: int | None, oracle_count: b
         nm |= {f"{k}_c025": v for k, v in naming(ref, hyp, enrolled, scan.duration_s, 0.25).items()}
         for k in sums:
             sums[k] += nm[k]
+        for k, v in false_name_causes(ref, hyp, set(c["speakers"]), scan.duration_s).items():
+            causes[k] += v
         rows.append({"name": c["name"], "speakers": len(c["speakers"]), "found": len(hyp.labels()),
                      "overlap_share": c["overlap_share"], "duration_s": c["duration_s"],
                      "der_c0": r0["der"], "jer_c0": r0["jer"], "der_c025": r25["der"], "jer_c025": r25["jer"],
                      "miss": r0["miss"], "false_alarm": r0["false_alarm"], "confusion": r0["confusion"],
                      "speech_s": r0["speech_s"], **nm,
                      "named": sorted({t.speaker for t in hyp.turns if t.known}), "present": c["speakers"]})
-    return summarise(rows, sums)
+    out = summarise(rows, sums)
+    out["false_name_causes"] = {k: v / max(sums["named_s"], 1e-9) for k, v in causes.items()}
+    return out
 
 
 def identity_errors(rows: list[dict]) -> dict:

@@ -25,7 +25,11 @@ def quality_row(name: str, s: dict) -> str:
 
 def main() -> None:
     main_res = json.loads((RESULTS / "diarize.json").read_text())
-    fine = json.loads((RESULTS / "diarize_step2.5.json").read_text())
+    fine_p = RESULTS / "diarize_step2.5.json"  # not re-run with the current code: optional
+    fine = json.loads(fine_p.read_text()) if fine_p.exists() else None
+    prev_p, prev_fine_p = RESULTS / "diarize_af508ef.json", RESULTS / "diarize_af508ef_step2.5.json"
+    prev = json.loads(prev_p.read_text()) if prev_p.exists() else None
+    prev_fine = json.loads(prev_fine_p.read_text()) if prev_fine_p.exists() else None
     sweep = json.loads((RESULTS / "diarize_sweep.json").read_text())
     speed_p = RESULTS / "diarize_speed.json"
     speed = json.loads(speed_p.read_text()) if speed_p.exists() else None
@@ -42,11 +46,31 @@ def main() -> None:
              "of the conversation.", "", "## Quality", "", head,
              quality_row("default (step 5 s)", main_res["synthetic"]),
              quality_row("default, speaker count given", main_res["synthetic_oracle_count"]),
-             quality_row("step_s=2.5", fine["synthetic"]), ""]
+             ]
+    if fine:
+        lines.append(quality_row("step_s=2.5", fine["synthetic"]))
+    if prev:
+        lines.append(quality_row("previous defaults (af508ef: hard votes, no taper)", prev["synthetic"]))
+    if prev_fine:
+        lines.append(quality_row("previous defaults, step_s=2.5", prev_fine["synthetic"]))
+    lines.append("")
+    causes = [(label, r["synthetic"]["false_name_causes"]) for label, r in (("default", main_res), ("step_s=2.5", fine))
+              if r and "false_name_causes" in r["synthetic"]]
+    if causes:
+        keys = list(causes[0][1])
+        lines += ["Where the false-name time lies (share of all named time, strict; \"near\": within 0.25 s of a "
+                  "reference boundary):", "", "| cause | " + " | ".join(lb for lb, _ in causes) + " |",
+                  "|---|" + "---|" * len(causes)]
+        for k in keys:
+            lines.append(f"| {k} | " + " | ".join(pct(c[k]) for _, c in causes) + " |")
+        lines.append("| total | " + " | ".join(pct(sum(c.values())) for _, c in causes) + " |")
+        lines.append("")
     lines += ["conversation-sample (real, 30 s, 2 speakers, no index):", "",
               "| configuration | DER c0 | DER c0.25 | JER c0 | miss / FA / confusion | speakers found |",
               "|---|---|---|---|---|---|"]
-    for label, res in (("default", main_res), ("step_s=2.5", fine)):
+    for label, res in (("default", main_res), ("step_s=2.5", fine), ("previous defaults", prev)):
+        if res is None:
+            continue
         for mode, s in res["sample"].items():
             lines.append(f"| {label}, {mode} | {pct(s['der_c0'])} | {pct(s['der_c025'])} | {pct(s['jer_c0'])} | "
                          f"{pct(s['miss'])} / {pct(s['false_alarm'])} / {pct(s['confusion'])} | {s['found']} |")
@@ -62,6 +86,13 @@ def main() -> None:
                 r = speed[key]
                 lines.append(f"| {key} ({r['audio_s'] / 60:.0f} min) | {r['wall_s']:.1f} | {r['x_real_time']:.1f}x | "
                              f"{r['peak_rss_mb']:.0f} MB |")
+        if "compare" in speed:
+            c = speed["compare"]
+            lines += ["", f"Same 10-minute file, runs alternating between this tree and {c['tree']} "
+                      f"(median of {c['repeats']} each): {c['median_x_real_time']['this']:.1f}x and "
+                      f"{c['median_x_real_time']['compare']:.1f}x real time (ratio "
+                      f"{c['speed_ratio_this_over_compare']:.2f}); CPU time (user + system) "
+                      f"{c['median_cpu_s']['this']:.0f} s and {c['median_cpu_s']['compare']:.0f} s."]
         lines += ["", f"Machine: {speed['cpus']} cores shared with other work; model loading and interpreter "
                   "start included."]
     (RESULTS / "diarize.md").write_text("\n".join(lines) + "\n")

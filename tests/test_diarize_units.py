@@ -114,6 +114,57 @@ def test_reconstruction_keeps_both_speakers_in_overlap() -> None:
     assert max(e for _, _, e in turns) <= 15.0
 
 
+def _posteriors(act: np.ndarray, confidence: float = 1.0) -> np.ndarray:
+    """Powerset posteriors (frames, 7) of a hard (frames, 3) activity, the rest of the mass on
+    silence when ``confidence`` < 1 (classes as POWERSET_MAPPING)."""
+    from speakerid.models.segmentation import POWERSET_MAPPING
+
+    cls = np.array([np.flatnonzero((POWERSET_MAPPING == row).all(axis=1))[0] for row in act.astype(np.float32)])
+    out = np.zeros((len(act), 7), np.float32)
+    out[np.arange(len(act)), cls] = confidence
+    out[:, 0] += 1 - confidence
+    return out.astype(np.float16)
+
+
+def test_reconstruction_trusts_the_window_that_sees_a_frame_best() -> None:
+    """Two windows disagree on a stretch: the one in whose middle it lies wins (Hamming taper);
+    with equal hard votes the old rule gave the tie to the lower cluster index."""
+    grid = FrameGrid.for_window(160_000)
+    f = grid.frames
+    act = np.zeros((2, f, 3), bool)
+    act[0, :, 0] = True  # window 0 (0-10 s): one voice throughout, cluster 1 below
+    act[1, :, 0] = True  # window 1 (5-15 s): one voice throughout, cluster 0 below
+    starts = np.array([0, 80_000])
+    pieces = {0: [(0, 0, f, 1)], 1: [(0, 0, f, 0)]}
+    active = frame_activity(starts, list(act), pieces, 2, 240_000, grid, [_posteriors(a) for a in act])
+    t = (grid.center0 + grid.step * np.arange(len(active))) / 16_000
+    assert active[(t > 5.2) & (t < 7.3), 1].all() and not active[(t > 5.2) & (t < 7.3), 0].any()
+    assert active[(t > 7.7) & (t < 9.8), 0].all() and not active[(t > 7.7) & (t < 9.8), 1].any()
+
+
+def test_reconstruction_speech_threshold_and_detached_stretches() -> None:
+    grid = FrameGrid.for_window(160_000)
+    f = grid.frames
+    act = np.zeros((1, f, 3), bool)
+    act[0, :300, 0] = True
+    act[0, 400:440, 0] = True  # 0.7 s, 1.7 s after the main stretch: inherited, weighted down
+    pieces = {0: [(0, 0, f, 0)]}
+    weak = frame_activity(np.array([0]), list(act), pieces, 1, 160_000, grid, [_posteriors(act[0], 0.75)],
+                          speech_threshold=0.2)
+    assert not weak.any()  # P(nobody) 0.25 >= 0.2: not speech
+    sure = frame_activity(np.array([0]), list(act), pieces, 1, 160_000, grid, [_posteriors(act[0], 0.75)],
+                          speech_threshold=0.3)
+    assert sure[:300, 0].sum() >= 295 and sure[400:440, 0].all()  # alone, a detached stretch still counts
+    # a second window that measured the detached stretch as another cluster takes it
+    act2 = np.zeros((2, f, 3), bool)
+    act2[0] = act[0]
+    act2[1, 400 - 296 : 440 - 296, 1] = True  # window 1 starts 5 s (296 frames) later
+    pieces2 = {0: [(0, 0, f, 0)], 1: [(1, 0, f, 1)]}
+    both = frame_activity(np.array([0, 80_000]), list(act2), pieces2, 2, 240_000, grid,
+                          [_posteriors(a) for a in act2])
+    assert both[400:440, 1].sum() >= 38 and not both[400:440, 0].any()
+
+
 def test_two_local_speakers_never_share_a_cluster() -> None:
     cents = np.eye(2, 192, dtype=np.float32)
     vecs = np.stack([cents[0], 0.9 * cents[0] + 0.1 * cents[1]])
@@ -145,7 +196,8 @@ def test_name_threshold_accounts_for_speech() -> None:
 def test_options_and_counts() -> None:
     opts = from_mapping(DiarizeOptions, {"step_s": 2.5, "clustering": "vbx"})
     assert opts.step_s == 2.5 and opts.window_s == 10.0
-    for bad in ({"step_s": 20.0}, {"clustering": "kmeans"}, {"window_s": 0}, {"nope": 1}, {"threads": 0}):
+    for bad in ({"step_s": 20.0}, {"clustering": "kmeans"}, {"window_s": 0}, {"nope": 1}, {"threads": 0},
+                {"speech_threshold": 0.0}, {"speech_threshold": 1.5}, {"overlap_ratio": -1}):
         with pytest.raises(ConfigError):
             from_mapping(DiarizeOptions, bad)
     from speakerid.config import load_yaml
@@ -214,7 +266,12 @@ def test_numpy_der_matches_pyannote_metrics() -> None:
 
 
 _MEMORY_SCRIPT = textwrap.dedent("""
-    import resource, sys, numpy as np, soundfile as sf
+    import sys, numpy as np, soundfile as sf
+
+    def hwm():  # this process's peak RSS in bytes. Not ru_maxrss: on Linux that keeps the peak of
+        # the process before execve, i.e. of the forked pytest parent (1.6 GB late in the suite).
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
     from speakerid.diarize import pipeline, DiarizeOptions
     from speakerid.diarize.activity import LocalActivity
 
@@ -226,9 +283,10 @@ _MEMORY_SCRIPT = textwrap.dedent("""
             f.write(block)
 
     def fake_segments(windows, segmenter):  # two alternating local speakers, cheap
-        out = np.zeros((len(windows), 589, 3), bool)
-        out[:, :300, 0] = True
-        out[:, 280:, 1] = True
+        out = np.zeros((len(windows), 589, 7), np.float16)  # powerset posteriors, one-hot
+        out[:, :280, 1] = 1  # {0}
+        out[:, 280:300, 4] = 1  # {0, 1}
+        out[:, 300:, 2] = 1  # {1}
         return out
 
     dirs = np.random.default_rng(1).normal(size=(2, 192))
@@ -244,10 +302,10 @@ _MEMORY_SCRIPT = textwrap.dedent("""
     pipeline.segment_windows = fake_segments
     pipeline.embed_local_speakers = fake_embed
     d = pipeline.Diarizer(DiarizeOptions())
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = hwm()
     tl = d(path)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(base * 1024, peak * 1024, tl.duration_s, len(tl.labels()))
+    peak = hwm()
+    print(base, peak, tl.duration_s, len(tl.labels()))
 """)
 
 
