@@ -433,20 +433,48 @@ def voxceleb_markdown(lib: dict[str, Any] | None) -> str:
     ])
 
 
+def _sections(text: str) -> list[str]:
+    """``text`` cut before each "## " heading (the first item is what precedes the first one)."""
+    out, cur = [], []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## ") and cur:
+            out.append("".join(cur))
+            cur = []
+        cur.append(line)
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
 def write_benchmarks_md(lib: dict[str, Any] | None) -> Path:
-    parts = [
-        "# Benchmarks",
-        "",
-        "Current figures, each with the command that made it. Machine: 2 CPU cores, no GPU.",
-        "",
+    """Rewrite this script's sections of BENCHMARKS.md (accuracy, VoxCeleb1, speed) in place;
+    the sections other benchmarks write (hard conditions, diarization, INT8...) are kept."""
+    mine = [
         librispeech_markdown(lib) if lib else
         f"## Accuracy on librispeech-251 (split in time)\n\n*Not measured yet*: `{COMMAND}`.\n",
         voxceleb_markdown(lib),
         speed_markdown(),
     ]
+    head = "\n".join([
+        "# Benchmarks",
+        "",
+        "Current figures, each with the command that made it. Machine: 2 CPU cores, no GPU.",
+        "",
+    ])
     path = REPO / "BENCHMARKS.md"
+    parts = _sections(path.read_text()) if path.exists() else [head]
+    if parts and not parts[0].startswith("## "):
+        parts[0] = head + "\n"
+    title = {sec.splitlines()[0].strip(): sec for sec in mine}
+    done = set()
+    for i, sec in enumerate(parts):
+        t = sec.splitlines()[0].strip() if sec.strip() else ""
+        if t in title:
+            parts[i] = title[t].rstrip() + "\n\n"
+            done.add(t)
+    parts += [title[t].rstrip() + "\n\n" for t in title if t not in done]
     tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(parts).rstrip() + "\n")
+    tmp.write_text("".join(parts).rstrip() + "\n")
     tmp.replace(path)
     return path
 

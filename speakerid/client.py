@@ -22,8 +22,8 @@ from typing import IO, Any
 
 from .errors import ConfigError, SpeakeridError
 
-__all__ = ["Client", "ClipFeedback", "EnrollResult", "IdentifyResult", "Match", "RemoteError", "Speaker",
-           "VerifyResult"]
+__all__ = ["Client", "ClipFeedback", "DiarizeResult", "DiarizedSpeaker", "EnrollResult", "IdentifyResult", "Match",
+           "RemoteError", "Speaker", "VerifyResult"]
 
 Clip = str | os.PathLike | bytes | IO[bytes]
 
@@ -73,6 +73,31 @@ class IdentifyResult:
     duration_s: float
     speech_s: float
     index_version: int
+    #: Whether several people talk in the clip (None: not checked); its warning is in ``warnings``.
+    multi_speaker: bool | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DiarizedSpeaker:
+    speaker: str
+    known: bool
+    score: float | None
+    speech_s: float
+
+
+@dataclass(frozen=True)
+class DiarizeResult:
+    """``POST /v1/diarize``: the :class:`speakerid.diarize.Timeline` (turns with names or
+    ``unknown-N``) and, per speaker, its speech and score."""
+
+    timeline: Any
+    speakers: tuple[DiarizedSpeaker, ...]
+    named: bool
+    model: str
+    index_version: int | None
+    warnings: tuple[str, ...]
+    duration_s: float
 
 
 @dataclass(frozen=True)
@@ -182,7 +207,26 @@ class Client:
         with self._files("clip", [clip]) as files:
             d = self._request("POST", "/v1/identify", files=files, data=data)
         d["matches"] = tuple(_build(Match, m) for m in d.get("matches", []))
+        d["warnings"] = tuple(d.get("warnings") or ())
         return _build(IdentifyResult, d)
+
+    def diarize(self, audio: Clip, *, num_speakers: int | None = None, min_speakers: int | None = None,
+                max_speakers: int | None = None, name_speakers: bool = True) -> DiarizeResult:
+        """Who spoke when in ``audio``, named from the server's index (``name_speakers``)."""
+        from .diarize.timeline import Timeline
+
+        counts = {"num_speakers": num_speakers, "min_speakers": min_speakers, "max_speakers": max_speakers}
+        data = {k: str(v) for k, v in counts.items() if v is not None}
+        data["name_speakers"] = "true" if name_speakers else "false"
+        with self._files("audio", [audio]) as files:
+            d = self._request("POST", "/v1/diarize", files=files, data=data)
+        warnings = tuple(d.get("warnings") or ())
+        timeline = Timeline.from_dict({"turns": d.get("turns", []), "duration_s": d.get("duration_s", 0.0),
+                                       "warnings": warnings, "source": getattr(audio, "name", None) or
+                                       (str(audio) if isinstance(audio, (str, os.PathLike)) else "")})
+        return DiarizeResult(timeline, tuple(_build(DiarizedSpeaker, s) for s in d.get("speakers", [])),
+                             bool(d.get("named")), str(d.get("model", "")), d.get("index_version"), warnings,
+                             float(d.get("duration_s", 0.0)))
 
     def enroll(self, speaker: str, clips: Sequence[Clip]) -> EnrollResult:
         if isinstance(clips, (str, bytes, os.PathLike)):

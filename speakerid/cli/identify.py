@@ -45,17 +45,22 @@ def _identify_setup(index_dir: Path, model: str | None, workers: int):
     return ix, emb
 
 
-def _embed_in_order(emb, files: list[Path], workers: int):
-    """(path, Embedding or SpeakeridError) in input order, each yielded as soon as it and every
-    earlier clip are done; at most a few clips per worker are in flight."""
+def _embed_in_order(emb, files: list[Path], workers: int, check=None):
+    """(path, Embedding or SpeakeridError, SpeakerCount or None) in input order, each yielded as
+    soon as it and every earlier clip are done; at most a few clips per worker are in flight.
+    ``check`` (a speakerid.multispeaker.SpeakerCheck) counts the voices of each embedded clip."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     def one(p: Path):
         try:
-            return emb.embed_detailed(p)
+            e = emb.embed_detailed(p)
         except SpeakeridError as exc:
-            return exc
+            return exc, None
+        try:
+            return e, None if check is None else check(p)
+        except SpeakeridError:  # the clip embedded: a check that cannot run leaves it unflagged
+            return e, None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: deque = deque()
@@ -63,10 +68,17 @@ def _embed_in_order(emb, files: list[Path], workers: int):
             pending.append((p, pool.submit(one, p)))
             if len(pending) >= 4 * max(1, workers):
                 q, fut = pending.popleft()
-                yield q, fut.result()
+                yield (q, *fut.result())
         while pending:
             q, fut = pending.popleft()
-            yield q, fut.result()
+            yield (q, *fut.result())
+
+
+def _flag_voices(row: dict, voices) -> None:
+    """identify's multi-speaker flag: ``multi_speaker`` (None: not checked) and its warning."""
+    row["multi_speaker"] = None if voices is None or voices.speakers is None else voices.multi_speaker
+    if voices is not None and voices.multi_speaker:
+        row["warnings"].append(voices.warning())
 
 
 def _result_row(path: Path, res, ident, model: str) -> dict:
@@ -78,8 +90,10 @@ def _result_row(path: Path, res, ident, model: str) -> dict:
             "accepted": ident.accepted, "score": ident.best.score if ident.best else None,
             "threshold": ident.threshold, "threshold_method": ident.threshold_method, "scoring": ident.scoring,
             "model": model, "speech_s": round(res.speech_s, 3),
-            "matches": [{"rank": m.rank, "speaker": m.speaker, "score": m.score} for m in ident.matches],
-            "error": None, "warnings": list(res.warnings)}
+            "matches": [{"rank": m.rank, "speaker": m.speaker, "score": m.score, "norm_score": m.norm_score}
+                        for m in ident.matches],
+            "error": None, "warnings": list(res.warnings), "score_norm": ident.score_norm,
+            "norm_score": ident.best.norm_score if ident.best else None}
 
 
 class _ResultFile:
@@ -125,12 +139,14 @@ class _ResultFile:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        match = pa.struct([("rank", pa.int32()), ("speaker", pa.string()), ("score", pa.float64())])
+        match = pa.struct([("rank", pa.int32()), ("speaker", pa.string()), ("score", pa.float64()),
+                           ("norm_score", pa.float64())])
         schema = pa.schema([("clip", pa.string()), ("verdict", pa.string()), ("speaker", pa.string()),
                             ("accepted", pa.bool_()), ("score", pa.float64()), ("threshold", pa.float64()),
                             ("threshold_method", pa.string()), ("scoring", pa.string()), ("model", pa.string()),
                             ("speech_s", pa.float64()), ("matches", pa.list_(match)), ("error", pa.string()),
-                            ("warnings", pa.list_(pa.string()))])
+                            ("warnings", pa.list_(pa.string())), ("score_norm", pa.string()),
+                            ("norm_score", pa.float64()), ("multi_speaker", pa.bool_())])
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
         os.chmod(tmp, 0o600)
@@ -159,11 +175,29 @@ def identify(
     out_file: Path | None = typer.Option(None, "--out", "-o", help="Also write results to FILE.jsonl|csv|parquet."),
     model: str | None = typer.Option(None, "--model", "-m", help="Refuse unless the index was built with this model."),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), help="Clips embedded at once."),
+    speaker_check: bool = typer.Option(True, "--speaker-check/--no-speaker-check",
+                                       help="Flag clips in which several people talk (multi_speaker), "
+                                            "by diarizing each clip (1.2-1.6x the cost of its embedding)."),
+    score_norm: str = typer.Option(
+        "default", "--score-norm",
+        help="none (raw cosine) or asnorm (AS-norm against the other enrolled speakers); default: the library's.",
+    ),
+    duration_aware: bool | None = typer.Option(
+        None, "--duration-aware/--fixed-threshold",
+        help="Threshold at each clip's speech seconds (needs an index calibrated with a duration model).",
+    ),
 ) -> None:
     """Who is speaking in each clip? The top-k enrolled identities and a verdict (or `unknown`)."""
+    from ..identify import DEFAULT_SCORE_NORM, DURATION_AWARE_DEFAULT, SCORE_NORMS
     from ..identify import identify as run_identify
 
     threshold = threshold_arg(threshold)
+    if score_norm == "default":
+        score_norm = DEFAULT_SCORE_NORM
+    if duration_aware is None:
+        duration_aware = DURATION_AWARE_DEFAULT
+    if score_norm not in SCORE_NORMS:
+        raise CliError(f"--score-norm must be one of {', '.join(SCORE_NORMS)}, got {score_norm!r}")
     if k < 1:
         raise CliError(f"-k must be at least 1, got {k}")
     if workers < 1:
@@ -177,14 +211,22 @@ def identify(
         thr = threshold if threshold is not None else ix.threshold
         how = "given" if threshold is not None else (ix.threshold_method or "model default")
         out.print(f"index {index_dir}: {len(ix.speakers())} speakers, {len(ix)} clips, model {emb.model}, "
-                  f"threshold {thr if thr is None else f'{thr:.3f}'} ({how})")
+                  f"threshold {thr if thr is None else f'{thr:.3f}'} ({how}), scores {score_norm}")
     clip_w = min(48, max(4, *(len(str(p)) for p in files)))
     verdict_w = min(24, max(7, *(len(s) for s in ix.speakers())))
     failures: list[tuple[str, str]] = []
     try:
-        for n, (path, res) in enumerate(_embed_in_order(emb, files, workers)):
-            ident = None if isinstance(res, SpeakeridError) else run_identify(ix, res.vector, k, threshold)[0]
+        check = None
+        if speaker_check:
+            from ..multispeaker import SpeakerCheck
+
+            check = SpeakerCheck()
+        for n, (path, res, voices) in enumerate(_embed_in_order(emb, files, workers, check)):
+            ident = None if isinstance(res, SpeakeridError) else run_identify(
+                ix, res.vector, k, threshold, score_norm=score_norm,
+                query_speech_s=res.speech_s if duration_aware else None)[0]
             row = _result_row(path, res, ident, emb.model)
+            _flag_voices(row, voices)
             if ident is None:
                 failures.append((str(path), row["error"]))
             for w in row["warnings"]:

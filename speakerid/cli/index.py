@@ -1,4 +1,4 @@
-"""`speakerid index build|add|remove|info|verify|rollback` and `speakerid enroll`.
+"""`speakerid index build|add|remove|info|verify|rollback|compact|upgrade` and `speakerid enroll`.
 
 Every command takes ``--json``: one strict JSON object on stdout (for build, add and enroll the
 indexer's BuildReport), with warnings and failed inputs still listed on stderr.
@@ -89,6 +89,10 @@ def index_build(
     index_type: str | None = typer.Option(None, "--index-type", help="flat | hnsw | ivf (default: the index's own, else flat)."),
     checkpoint_every: float = typer.Option(30.0, "--checkpoint-every", help="Save progress every N seconds."),
     wait: float = WAIT_OPT,
+    engine: str = typer.Option("local", "--engine", help="local (threads) | ray (a Ray Data actor pool; "
+                                                         "pip install 'speakerid[ray]')."),
+    address: str | None = typer.Option(None, "--address", help="With --engine ray: the cluster (auto, "
+                                       "ray://host:10001; default: a local Ray of --workers CPUs)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Embed a corpus into the index; clips already indexed (same content) are skipped.
@@ -100,6 +104,18 @@ def index_build(
         raise CliError(f"--index-type must be flat, hnsw or ivf, got {index_type!r}")
     if checkpoint_every <= 0:
         raise CliError(f"--checkpoint-every must be positive, got {checkpoint_every}")
+    if engine not in ("local", "ray"):
+        raise CliError(f"--engine must be local or ray, got {engine!r}")
+    if address is not None and engine != "ray":
+        raise CliError("--address needs --engine ray")
+    if engine == "ray":
+        from ..indexer.ray_engine import build_index_ray
+
+        _run_indexer(lambda bar: build_index_ray(speakers_dir, index_dir, model=model, index_type=index_type,  # type: ignore[arg-type]
+                                                 address=address, num_cpus=workers, progress=bar,
+                                                 checkpoint_every_s=checkpoint_every, wait_s=wait),
+                     "indexed", as_json)
+        return
     _run_indexer(lambda bar: build_index(speakers_dir, index_dir, model=model, index_type=index_type,  # type: ignore[arg-type]
                                          workers=workers, progress=bar, checkpoint_every_s=checkpoint_every,
                                          wait_s=wait), "indexed", as_json)
@@ -168,6 +184,8 @@ def _info_rows(info: dict, audio_s: float) -> list[tuple[str, str]]:
         ("threshold", thr),
         ("basis", info["threshold_basis"] or "not recorded"),
         ("size", f"{info['bytes_on_disk'] / 1e6:.2f} MB"),
+        ("storage", f"format {info.get('format_version')}, {info.get('segments')} segments, "
+                    f"{info.get('dead_rows')} removed clips not compacted yet"),
         ("updated", str(info["updated_at"])),
     ]
 
@@ -253,22 +271,68 @@ def index_rollback(
     out.print(f"{index_dir}: rolled back from {was} to version {now}", markup=False)
 
 
+@index_app.command("compact")
+def index_compact(index_dir: Path = INDEX_DIR_OPT, wait: float = WAIT_OPT, as_json: bool = JSON_OPT) -> None:
+    """Merge the index's segments into one, drop removed speakers' clips and rebuild the stored
+    centroid index, as a new version (saves also compact by themselves above a threshold)."""
+    from ..index import SpeakerIndex
+
+    with SpeakerIndex.open(index_dir, writable=True, wait_s=wait) as ix:
+        done = ix.compact()
+    if as_json:
+        print_json({"path": str(index_dir), **done})
+        return
+    out.print(f"{index_dir}: {done['segments_before']} segments compacted into {done['segments_after']}, "
+              f"{done['dead_rows_dropped']} removed clips dropped (version {done['version']})", markup=False)
+
+
+@index_app.command("upgrade")
+def index_upgrade(index_dir: Path = INDEX_DIR_OPT, wait: float = WAIT_OPT, as_json: bool = JSON_OPT) -> None:
+    """Convert a format-1 index (one whole copy per version) to format 2 (segments); a no-op
+    for a format-2 index. The old version stays on disk as the previous one (rollback works)."""
+    from ..index import FORMAT_VERSION, SpeakerIndex
+
+    was = SpeakerIndex.upgrade(index_dir, wait_s=wait)
+    if as_json:
+        print_json({"path": str(index_dir), "format_before": was, "format": FORMAT_VERSION})
+        return
+    what = "already in" if was == FORMAT_VERSION else f"converted from format {was} to"
+    out.print(f"{index_dir}: {what} format {FORMAT_VERSION}", markup=False)
+
+
 @app.command()
 def enroll(
     speaker: str = typer.Argument(..., help="Name of the speaker."),
-    clips: list[Path] = typer.Argument(..., help="Clips of that speaker (folders walked recursively)."),
+    clips: list[Path] | None = typer.Argument(None, help="Clips of that speaker (folders walked recursively); "
+                                                         "with --from-timeline, the recording (default: the "
+                                                         "one the timeline names)."),
     index_dir: Path = INDEX_DIR_OPT,
     model: str | None = typer.Option(None, "--model", "-m", help="Model of a new index (default campplus)."),
+    from_timeline: Path | None = typer.Option(None, "--from-timeline", help="A `speakerid diarize --json` "
+                                              "output: enrol the solo turns of --label in it."),
+    label: str | None = typer.Option(None, "--label", help="With --from-timeline: the speaker label to enrol "
+                                     "(e.g. unknown-2)."),
+    keep_clips: Path | None = typer.Option(None, "--keep-clips", help="With --from-timeline: write the clips "
+                                           "cut from the recording here (default: a temporary folder)."),
     wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Enrol a speaker from a few clips (the index is created if missing).
+    """Enrol a speaker from a few clips (the index is created if missing), or from a diarized
+    recording: `speakerid enroll alice --from-timeline out.json --label unknown-2`.
 
     Exits 2 when no clip could be embedded, 1 when some failed."""
     from ..indexer import Item, add_files
 
     if not speaker.strip():
         raise CliError("the speaker name must not be empty")
+    if from_timeline is not None:
+        _enroll_from_timeline(speaker.strip(), from_timeline, label, clips or [], index_dir, model, keep_clips,
+                              wait, as_json)
+        return
+    if label is not None or keep_clips is not None:
+        raise CliError("--label and --keep-clips go with --from-timeline")
+    if not clips:
+        raise CliError("give the clips to enrol (or --from-timeline OUT.json --label LABEL)")
     items = [Item(p, speaker.strip()) for p in expand_inputs(clips)]
 
     def check(rep) -> None:
@@ -277,3 +341,89 @@ def enroll(
 
     _run_indexer(lambda bar: add_files(index_dir, items, model=model, progress=bar, wait_s=wait),
                  "enrolled", as_json, check)
+
+
+def _timeline_record(path: Path, audio: Path | None) -> dict:
+    """The one recording's record of a `diarize --json` output (``{"files": [...]}`` for several
+    recordings: the one of ``audio``)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CliError(f"--from-timeline {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CliError(f"--from-timeline {path}: not a diarize --json output ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files", data.get("turns")), list):
+        raise CliError(f"--from-timeline {path}: not a diarize --json output (no turns)")
+    if "files" not in data:
+        return data
+    records = [r for r in data["files"] if isinstance(r, dict)]
+    if audio is not None:
+        records = [r for r in records if r.get("file") in (str(audio), audio.name)
+                   or Path(str(r.get("file", ""))).name == audio.name] or records
+    if len(records) != 1:
+        raise CliError(f"--from-timeline {path} holds {len(records)} recordings: name the one to enrol from "
+                       "as AUDIO")
+    return records[0]
+
+
+def _timeline_audio(record: dict, timeline_path: Path, given: Path | None) -> Path:
+    """The recording: as given, else as the timeline names it (relative to the working
+    directory, then to the timeline's folder)."""
+    if given is not None:
+        if not given.is_file():
+            raise CliError(f"{given}: no such audio file")
+        return given
+    named = str(record.get("file") or record.get("source") or "")
+    if not named or named.startswith("<"):
+        raise CliError(f"--from-timeline {timeline_path} does not name its recording: give it as AUDIO")
+    for candidate in (Path(named), timeline_path.parent / named):
+        if candidate.is_file():
+            return candidate
+    raise CliError(f"the recording {named} of the timeline is missing: give its path as AUDIO")
+
+
+def _enroll_from_timeline(name: str, timeline_path: Path, label: str | None, paths: list[Path], index_dir: Path,
+                          model: str | None, keep_clips: Path | None, wait: float, as_json: bool) -> None:
+    from ..diarize import Timeline, enroll_from_timeline
+    from ..diarize.enroll import MIN_PIECE_S
+    from ..diarize.pipeline import MODEL as DIARIZE_MODEL
+    from ..errors import ModelMismatchError
+
+    if label is None or not label.strip():
+        raise CliError("--from-timeline needs --label (the speaker of the timeline to enrol, e.g. unknown-2)")
+    if len(paths) > 1:
+        raise CliError("--from-timeline takes at most one recording (AUDIO)")
+    if model is not None and model != DIARIZE_MODEL:
+        raise ModelMismatchError(f"diarization names speakers with {DIARIZE_MODEL}: enrolling from a timeline "
+                                 f"into a {model} index would never name them")
+    record = _timeline_record(timeline_path, paths[0] if paths else None)
+    timeline = Timeline.from_dict(record)
+    label = label.strip()
+    if label not in timeline.labels():
+        raise CliError(f"no speaker {label!r} in {timeline_path} (speakers: {', '.join(timeline.labels()) or 'none'})")
+    solo_s = sum(e - s for s, e in timeline.solo_turns(label) if e - s >= MIN_PIECE_S)
+    if solo_s <= 0:
+        raise CliError(f"{label} never talks alone for {MIN_PIECE_S} s in {timeline_path}: nothing to enrol")
+    audio = _timeline_audio(record, timeline_path, paths[0] if paths else None)
+    _check_diarize_model(index_dir, DIARIZE_MODEL)  # before cutting anything
+    if not as_json:
+        err.print(f"enrolling {solo_s:.1f} s of {label}'s solo speech in {audio} as {name}", markup=False)
+    _run_indexer(lambda bar: enroll_from_timeline(index_dir, timeline, label, name, audio, clips_dir=keep_clips,
+                                                  model=DIARIZE_MODEL, progress=bar, wait_s=wait),
+                 "enrolled", as_json)
+
+
+def _check_diarize_model(index_dir: Path, model: str) -> None:
+    """An existing index must be of the diarization's encoder (else its names never match)."""
+    from ..errors import IndexNotFoundError, ModelMismatchError
+    from ..index import SpeakerIndex
+
+    try:
+        spec = SpeakerIndex.open(index_dir, verify=False).spec
+    except IndexNotFoundError:
+        return  # created with the diarization's model
+    if spec.model != model:
+        raise ModelMismatchError(f"the index at {index_dir} was built with {spec.model}, but diarization names "
+                                 f"speakers with {model}: enrol into a {model} index")

@@ -1,4 +1,4 @@
-"""`speakerid remote verify|identify|enroll`: the same commands against a `speakerid serve`."""
+"""`speakerid remote verify|identify|enroll|diarize`: the same commands against a `speakerid serve`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ._common import (
     warn,
 )
 
-remote_app = typer.Typer(no_args_is_help=True, help="verify, identify and enroll against a speakerid server.")
+remote_app = typer.Typer(no_args_is_help=True, help="verify, identify, enroll and diarize against a speakerid server.")
 app.add_typer(remote_app, name="remote")
 
 URL_OPT = typer.Option("http://127.0.0.1:8000", "--url", envvar="SPEAKERID_URL", help="The server (env SPEAKERID_URL).")
@@ -86,7 +86,10 @@ def remote_identify(
             row = {"clip": str(path), "verdict": r.verdict, "speaker": r.speaker, "accepted": r.accepted,
                    "score": r.score, "threshold": r.threshold, "threshold_method": r.threshold_method,
                    "model": r.model, "speech_s": r.speech_s,
-                   "matches": [{"rank": m.rank, "speaker": m.speaker, "score": m.score} for m in r.matches]}
+                   "matches": [{"rank": m.rank, "speaker": m.speaker, "score": m.score} for m in r.matches],
+                   "multi_speaker": r.multi_speaker, "warnings": list(r.warnings)}
+            for w in r.warnings:
+                warn(f"{path}: {w}")
             if as_json:
                 sys.stdout.write(json.dumps(row, allow_nan=False) + "\n")
                 sys.stdout.flush()
@@ -122,3 +125,39 @@ def remote_enroll(
         elif not f.accepted and f.code not in ("AUDIO_OK", "DUPLICATE_IN_REQUEST"):
             warn(f"{f.filename or f.clip}: {f.code}: {f.message}")
     finish(EXIT_SOME_FAILED if res.clips_rejected else EXIT_OK)
+
+
+@remote_app.command("diarize")
+def remote_diarize(
+    audio: Path = typer.Argument(..., help="A recording."),
+    num_speakers: int | None = typer.Option(None, "--num-speakers", help="Exactly this many speakers."),
+    min_speakers: int | None = typer.Option(None, "--min-speakers", help="At least this many speakers."),
+    max_speakers: int | None = typer.Option(None, "--max-speakers", help="At most this many speakers."),
+    names: bool = typer.Option(True, "--names/--no-names", help="Name speakers from the server's index."),
+    rttm: Path | None = typer.Option(None, "--rttm", help="Also write the turns to this RTTM file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: one record per turn (as `speakerid diarize`)."),
+    url: str = URL_OPT,
+    api_key: str | None = KEY_OPT,
+) -> None:
+    """Who spoke when in AUDIO, asked of the server (named from its index)."""
+    from ..diarize.options import check_speaker_counts
+
+    check_speaker_counts(num_speakers, min_speakers, max_speakers,
+                         names=("--num-speakers", "--min-speakers", "--max-speakers"))
+    with _client(url, api_key) as c:
+        res = c.diarize(audio, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
+                        name_speakers=names)
+    tl = res.timeline
+    for w in res.warnings:
+        warn(f"{audio}: {w}")
+    if rttm is not None:
+        rttm.parent.mkdir(parents=True, exist_ok=True)
+        rttm.write_text(tl.to_rttm(audio.stem), encoding="utf-8")
+    if as_json:  # what `speakerid diarize --json` prints, so `speakerid enroll --from-timeline` reads it
+        print_json({"file": str(audio), **tl.to_dict(), "source": str(audio), "named": res.named,
+                    "index_version": res.index_version})
+        return
+    out.print(f"{audio}: {tl.duration_s:.1f} s, {len(tl.labels())} speakers", markup=False)
+    for t in tl.turns:
+        score = "" if t.score is None else f"  {t.score:.3f}"
+        out.print(f"  {t.start_s:8.2f} {t.end_s:8.2f}  {t.speaker}{score}", markup=False)

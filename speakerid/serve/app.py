@@ -126,9 +126,30 @@ def _audio_routes(app: FastAPI, service: GalleryService) -> None:
     @app.post("/v1/identify", response_model=S.Identification, responses=_errors(403, 409, 413, 415, 422),
               tags=["audio"])
     async def identify(clip: UploadFile = File(...), k: int = Form(5, ge=1, le=o.max_k_n),
-                       threshold: _THRESHOLD = None, who: Principal = _READ) -> JSONResponse:
+                       threshold: _THRESHOLD = None,
+                       check_speakers: bool = Form(True, description="Flag a clip in which several people "
+                                                   "talk (multi_speaker); false skips the check (faster)."),
+                       who: Principal = _READ) -> JSONResponse:
         """Who is speaking? The k best enrolled speakers, and the accepted one or unknown."""
-        return JSONResponse(await service.read(service.identify_one, (clip.filename, clip.file), k, threshold))
+        return JSONResponse(await service.read(service.identify_one, (clip.filename, clip.file), k, threshold,
+                                               check_speakers))
+
+    _Count = Annotated[int | None, Form(ge=1, le=64)]
+
+    @app.post("/v1/diarize", response_model=S.Diarization, responses=_errors(403, 409, 413, 415, 422),
+              tags=["audio"])
+    async def diarize(audio: UploadFile = File(...), num_speakers: _Count = None, min_speakers: _Count = None,
+                      max_speakers: _Count = None,
+                      name_speakers: bool = Form(True, description="Name the speakers from the service's "
+                                                 "index (else speaker-N)."),
+                      who: Principal = _READ) -> JSONResponse:
+        """Who spoke when? Turns (overlap kept), named from the index where a voice matches an
+        enrolled speaker, else unknown-N."""
+        from .diarize import check_counts_form, diarize_one
+
+        check_counts_form(num_speakers, min_speakers, max_speakers)
+        return JSONResponse(await service.read(diarize_one, service, (audio.filename, audio.file), name_speakers,
+                                               (num_speakers, min_speakers, max_speakers)))
 
 
 def _speaker_routes(app: FastAPI, service: GalleryService) -> None:

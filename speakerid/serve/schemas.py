@@ -27,6 +27,7 @@ class Match(BaseModel):
     speaker: str
     score: float = Field(description="Cosine similarity under the scoring rule, in [-1, 1].")
     rank: int
+    norm_score: float | None = Field(None, description="The AS-normalised score (when score_norm is asnorm).")
 
 
 class Identification(BaseModel):
@@ -37,11 +38,17 @@ class Identification(BaseModel):
     threshold: float
     threshold_method: str = Field(description="How the threshold was chosen (calibration, argument...).")
     scoring: str
+    score_norm: str = Field("none", description="Score normalisation applied: none or asnorm (the threshold "
+                            "then applies to norm_score).")
+    norm_score: float | None = None
     matches: list[Match]
     model: str
     duration_s: float
     speech_s: float
     index_version: int
+    multi_speaker: bool | None = Field(None, description="Whether several people talk in the clip (the verdict "
+                                       "then names at most one of them); null when not checked.")
+    warnings: list[str] = Field(default_factory=list)
 
 
 class Verification(BaseModel):
@@ -139,3 +146,29 @@ class Info(BaseModel):
     limits: Limits
     load: Load
     uptime_s: float
+
+
+class DiarizedTurn(BaseModel):
+    start_s: float
+    end_s: float
+    speaker: str = Field(description="An enrolled name when known, else unknown-N (speaker-N when not named).")
+    known: bool
+    score: float | None = Field(description="Cosine of the speaker's voice with the name given (with the best "
+                                "enrolled speaker when unknown); null when not named.")
+
+
+class DiarizedSpeaker(BaseModel):
+    speaker: str
+    known: bool
+    score: float | None
+    speech_s: float
+
+
+class Diarization(BaseModel):
+    duration_s: float
+    turns: list[DiarizedTurn] = Field(description="Who spoke when, by start; overlapped speech keeps both speakers.")
+    speakers: list[DiarizedSpeaker] = Field(description="In order of first speech.")
+    named: bool = Field(description="Whether the speakers were named from the service's index.")
+    model: str = Field(description="The encoder that told the voices apart (and names them).")
+    index_version: int | None
+    warnings: list[str]

@@ -29,7 +29,7 @@ from .. import __version__
 from ..config import AudioOptions, EmbedOptions, check_threshold
 from ..embedder import Embedder, Embedding, cosine
 from ..errors import IndexNotFoundError, ModelMismatchError, SpeakeridError
-from ..identify import identify
+from ..identify import DURATION_AWARE_DEFAULT, identify
 from ..index import SpeakerIndex
 from ..indexer import Item, add_files, remove_speaker
 from ..models.registry import DEFAULT_MODEL
@@ -37,7 +37,7 @@ from .auth import Principal
 from .errors import ApiError, api_error
 from .gate import Gate
 from .options import ServeOptions
-from .uploads import Spool, Upload, check_clip
+from .uploads import Spool, Upload, check_clip, min_clip_s
 
 __all__ = ["GalleryService", "check_name"]
 
@@ -113,8 +113,7 @@ class GalleryService:
         if snap is not None and (self.embedder.weights_sha256, self.embedder.dim) != (snap.spec.weights_sha256, snap.dim):
             raise ModelMismatchError(f"the index at {self.index_dir} was built with other {model} weights "
                                      "than the cached model; rebuild the index")
-        vad = self.embedder.vad_options
-        self.min_speech_s = vad.min_speech_ms / 1000.0 if vad.enabled else 0.0
+        self.min_speech_s = min_clip_s(self.embedder.vad_options)
         self.spool = Spool()
         self._pool = ThreadPoolExecutor(o.workers_n, thread_name_prefix="speakerid-embed")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="speakerid-writer")
@@ -193,22 +192,27 @@ class GalleryService:
                 up = Upload(index, up.filename, up.path, up.size_bytes, up.sha256)
             return self._embed(up), up.label
 
-    def identify_one(self, source: Source, k: int, threshold: float | None) -> dict[str, Any]:
-        emb, _ = self.embed_one(source)
+    def identify_one(self, source: Source, k: int, threshold: float | None, check_speakers: bool = False) -> dict[str, Any]:
+        from .diarize import embed_and_count
+
         ix = self._snapshot
+        emb, flags = embed_and_count(self, source, check_speakers and ix is not None and len(ix) > 0)
         if ix is None or len(ix) == 0:
             raise ApiError("EMPTY_GALLERY", "no speaker is enrolled yet")
         try:
-            res = identify(ix, emb.vector, k, threshold)[0]
+            res = identify(ix, emb.vector, k, threshold,
+                           query_speech_s=emb.speech_s if DURATION_AWARE_DEFAULT else None)[0]
         except SpeakeridError as exc:
             raise api_error(exc, self._hide) from None
         return {
             "speaker": res.speaker, "verdict": res.speaker if res.accepted else "unknown",
             "accepted": res.accepted, "score": None if res.best is None else res.best.score,
             "threshold": res.threshold, "threshold_method": res.threshold_method, "scoring": res.scoring,
-            "matches": [{"speaker": m.speaker, "score": m.score, "rank": m.rank} for m in res.matches],
+            "score_norm": res.score_norm, "norm_score": None if res.best is None else res.best.norm_score,
+            "matches": [{"speaker": m.speaker, "score": m.score, "rank": m.rank, "norm_score": m.norm_score}
+                        for m in res.matches],
             "model": emb.model, "duration_s": round(emb.duration_s, 3), "speech_s": round(emb.speech_s, 3),
-            "index_version": ix.version,
+            "index_version": ix.version, **flags,
         }
 
     def verdict(self, a: Embedding, b: Embedding, threshold: float | None) -> dict[str, Any]:

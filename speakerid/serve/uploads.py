@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import audio
+from ..config import VadOptions
 from ..errors import SpeakeridError
 from .errors import ApiError, api_error
 
@@ -121,6 +122,22 @@ class Spool:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def min_clip_s(vad: VadOptions) -> float:
+    """The shortest upload the embedder can embed, refused before the model runs when shorter.
+
+    With ``short_speech="error"`` that is ``min_speech_ms`` of speech (a shorter clip cannot
+    hold it). With the defaults (``"whole"``, since the hard-audio VAD defaults) a clip with
+    less speech is embedded whole with a ``too_short`` warning, so only audio shorter than the
+    front end's minimum (embedder.MIN_EMBED_MS, 0.1 s) is refused: a 0.3 s clip is identified,
+    as the library and the CLI do, not refused for having under 0.5 s."""
+    from ..embedder import MIN_EMBED_MS
+
+    floor = MIN_EMBED_MS / 1000.0
+    if vad.enabled and vad.short_speech == "error":
+        return max(vad.min_speech_ms / 1000.0, floor)
+    return floor
+
+
 def check_clip(up: Upload, *, min_speech_s: float, max_audio_s: float) -> float:
     """Refuse an upload that cannot be embedded before the model runs; returns its duration.
 
@@ -137,5 +154,5 @@ def check_clip(up: Upload, *, min_speech_s: float, max_audio_s: float) -> float:
                                          f"the server accepts clips of at most {max_audio_s:g} s")
     if info.duration_s < min_speech_s:
         raise ApiError("AUDIO_TOO_SHORT", f"{up.label} is {info.duration_s:.2f} s long; "
-                                          f"at least {min_speech_s:.2f} s of speech is needed")
+                                          f"at least {min_speech_s:.2f} s of audio is needed")
     return info.duration_s
