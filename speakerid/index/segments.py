@@ -30,10 +30,8 @@ and ``.tmp`` siblings, which the next writer deletes.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -46,11 +44,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .._io import PRIVATE_DIR, PRIVATE_FILE, atomic_dir, fsync_dir, mkdir_private, sha256_file
+from .._io import PRIVATE_DIR, atomic_dir, fsync_dir, mkdir_private, sha256_file
 from ..errors import IndexCorruptError
 from .spec import IndexSpec
 from .storage import (
     _READ_ERRORS,
+    _write_new,
     FAILURES_FILE,
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -106,23 +105,7 @@ def _put(path: Path, fill: Callable[[Callable[[bytes], int]], None]) -> dict[str
     A file of that name can only be the leftover of a crashed save (segment numbers are never
     reused by a version), so it is replaced."""
     path.unlink(missing_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(fd, PRIVATE_FILE)
-
-        def put(data: bytes) -> int:
-            nonlocal size
-            f.write(data)
-            digest.update(data)
-            size += len(data)
-            return len(data)
-
-        fill(put)
-        f.flush()
-        os.fsync(f.fileno())
-    return {"bytes": size, "sha256": digest.hexdigest()}
+    return _write_new(path, fill, fsync=True)
 
 
 def _parquet(table: pa.Table) -> Callable[[Callable[[bytes], int]], None]:

@@ -177,11 +177,11 @@ class StoredVersion:
 # writing -------------------------------------------------------------------------------------
 
 
-def _write_new(path: Path, fill: Callable[[Callable[[bytes], int]], None]) -> dict[str, Any]:
+def _write_new(path: Path, fill: Callable[[Callable[[bytes], int]], None], *, fsync: bool = False) -> dict[str, Any]:
     """Create ``path`` (0o600, must not exist) and let ``fill(put)`` stream its content into it.
 
-    Returns its size and sha256 for the manifest. Not fsynced: :func:`write_version` writes
-    into an :func:`speakerid._io.atomic_dir`, which fsyncs every file before the rename.
+    Returns its size and sha256 for the manifest. Not fsynced unless asked: :func:`write_version`
+    writes into an :func:`speakerid._io.atomic_dir`, which fsyncs every file before the rename.
     """
     digest = hashlib.sha256()
     size = 0
@@ -197,6 +197,9 @@ def _write_new(path: Path, fill: Callable[[Callable[[bytes], int]], None]) -> di
             return len(data)
 
         fill(put)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
     return {"bytes": size, "sha256": digest.hexdigest()}
 
 

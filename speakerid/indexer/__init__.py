@@ -216,27 +216,35 @@ def _index_items(
             save_only_if_added=adding, encode_in_workers=encode_in_workers,
         )
         finished = pipe.run()
-        report(progress, "saving", 0, 1)
-        pipe.save(final=True, force_calibration=index.threshold_method is None)
-        report(progress, "saving", 1, 1)
-        c = pipe.counts
-        elapsed = time.monotonic() - t_start
-        # what the threshold rests on applies to the gallery as it now stands
-        final_warnings = pipe.warnings.final()
-        final_warnings += tuple(w for w in index.threshold_warnings if w not in final_warnings)
-        result = BuildReport(
-            index_path=str(index.path), model=embedder.model, files_total=len(items),
-            files_skipped_known=c.known, files_duplicate=c.duplicate, files_embedded=c.embedded,
-            files_failed=c.failed, audio_s=c.audio_s, speech_s=c.speech_s, elapsed_s=elapsed,
-            real_time_factor=c.audio_s / elapsed if elapsed > 0 else 0.0,
-            warnings=final_warnings, failures=tuple(c.failures),
-            speakers=len(index.speakers()), utterances=len(index), threshold=index.threshold,
-            interrupted=not finished,
-        )
+        result = _finish(pipe, index, embedder, len(items), finished, t_start, progress)
     if not finished:
         raise BuildInterrupted(result)
     return result
 
+
+
+def _finish(
+    pipe: _Pipeline, index: SpeakerIndex, embedder: Embedder, n_items: int, finished: bool, t_start: float,
+    progress: Progress | None,
+) -> BuildReport:
+    """The final save of a build (either engine) and its report."""
+    report(progress, "saving", 0, 1)
+    pipe.save(final=True, force_calibration=index.threshold_method is None)
+    report(progress, "saving", 1, 1)
+    c = pipe.counts
+    elapsed = time.monotonic() - t_start
+    # what the threshold rests on applies to the gallery as it now stands
+    final_warnings = pipe.warnings.final()
+    final_warnings += tuple(w for w in index.threshold_warnings if w not in final_warnings)
+    return BuildReport(
+        index_path=str(index.path), model=embedder.model, files_total=n_items,
+        files_skipped_known=c.known, files_duplicate=c.duplicate, files_embedded=c.embedded,
+        files_failed=c.failed, audio_s=c.audio_s, speech_s=c.speech_s, elapsed_s=elapsed,
+        real_time_factor=c.audio_s / elapsed if elapsed > 0 else 0.0,
+        warnings=final_warnings, failures=tuple(c.failures),
+        speakers=len(index.speakers()), utterances=len(index), threshold=index.threshold,
+        interrupted=not finished,
+    )
 
 def build_index(
     source: str | os.PathLike[str],

@@ -44,8 +44,8 @@ from ..corpus import Item, discover
 from ..embedder import Embedder, Embedding
 from ..errors import ConfigError, ModelMismatchError
 from ..index import IndexType
-from ..progress import Progress, report
-from . import CHECKPOINT_WORK_S, BuildInterrupted, BuildReport, _check_interval, _open_for_writing
+from ..progress import Progress
+from . import CHECKPOINT_WORK_S, BuildInterrupted, BuildReport, _check_interval, _finish, _open_for_writing
 from .pipeline import CHECKPOINT_MAX_FRACTION, _Pipeline, _Result, _StopFlag, _Warnings
 
 log = logging.getLogger("speakerid")
@@ -213,22 +213,7 @@ def build_index_ray(
                 checkpoint_work_s=work_s, calibrate=rebuild_threshold, warnings=_Warnings(warnings),
             )
             finished = _run(ray, pipe, concurrency, batch_size)
-            report(progress, "saving", 0, 1)
-            pipe.save(final=True, force_calibration=index.threshold_method is None)
-            report(progress, "saving", 1, 1)
-            c = pipe.counts
-            elapsed = time.monotonic() - t_start
-            final_warnings = pipe.warnings.final()
-            final_warnings += tuple(w for w in index.threshold_warnings if w not in final_warnings)
-            result = BuildReport(
-                index_path=str(index.path), model=embedder.model, files_total=len(items),
-                files_skipped_known=c.known, files_duplicate=c.duplicate, files_embedded=c.embedded,
-                files_failed=c.failed, audio_s=c.audio_s, speech_s=c.speech_s, elapsed_s=elapsed,
-                real_time_factor=c.audio_s / elapsed if elapsed > 0 else 0.0,
-                warnings=final_warnings, failures=tuple(c.failures),
-                speakers=len(index.speakers()), utterances=len(index), threshold=index.threshold,
-                interrupted=not finished,
-            )
+            result = _finish(pipe, index, embedder, len(items), finished, t_start, progress)
     finally:
         if started:
             ray.shutdown()
