@@ -31,13 +31,14 @@ from speakerid.diarize import DiarizeOptions, Diarizer, read_rttm  # noqa: E402
 from speakerid.diarize.options import check_speaker_counts  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "conversation-sample"
-SCAN_FIELDS = ("window_s", "step_s", "min_embed_speech_s", "batch_windows", "piece_s")
-#: Bumped when Scan changes (2: the segmentation's posteriors are kept).
-SCAN_VERSION = 2
+SCAN_FIELDS = ("window_s", "step_s", "min_embed_speech_s", "batch_windows", "piece_s", "check_chunk_s", "check_hop_s")
+#: Bumped when Scan changes (2: the segmentation's posteriors are kept; 3: chunk embeddings).
+SCAN_VERSION = 3
 
 
 def scan_key(opts: DiarizeOptions) -> str:
-    key = {f: getattr(opts, f) for f in SCAN_FIELDS} | {"scan_version": SCAN_VERSION}
+    key = {f: getattr(opts, f) for f in SCAN_FIELDS if f != "check_hop_s" or opts.check_hop_s is not None}
+    key |= {"scan_version": SCAN_VERSION}
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
 
 
@@ -157,7 +158,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--options", default="{}", help="JSON of DiarizeOptions fields")
-    ap.add_argument("--sweep", default=None, help='JSON {"field": [values...]}: one run per value')
+    ap.add_argument("--sweep", default=None, help='JSON {"field": [values...]}: one run per value; '
+                    '{"combo": [{"field": value, ...}, ...]}: one run per set of fields')
     a = ap.parse_args()
     base = DiarizeOptions(**json.loads(a.options))
     d = Diarizer(base)
@@ -169,7 +171,7 @@ def main() -> None:
         results["sweep"] = []
         for field, values in sweep.items():
             for v in values:
-                d.options = dataclasses.replace(base, **{field: v})
+                d.options = dataclasses.replace(base, **(v if field == "combo" else {field: v}))
                 s = evaluate(d, a.set, gal, a.limit)
                 print(f"{field}={v}: {brief(s)}", flush=True)
                 results["sweep"].append({"field": field, "value": v, **{k: x for k, x in s.items() if k != "rows"}})

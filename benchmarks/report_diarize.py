@@ -44,9 +44,13 @@ def main() -> None:
              "files). Named accuracy / false names: strict 10 ms frames (in brackets: frames within 0.25 s of a "
              "reference boundary left out). Wrong-identity clusters: named clusters whose name is not a speaker "
              "of the conversation.", "", "## Quality", "", head,
-             quality_row("default (step 5 s)", main_res["synthetic"]),
+             quality_row("default (step 5 s, naming check)", main_res["synthetic"]),
              quality_row("default, speaker count given", main_res["synthetic_oracle_count"]),
              ]
+    nocheck = next((r for r in sweep["sweep"] if r["field"] == "combo" and r["value"] == dict.fromkeys(
+        ("check_margin", "reassign_margin", "name_speech_threshold"))), None)
+    if nocheck:
+        lines.append(quality_row("without the naming check (85d4771's timeline)", nocheck))
     if fine:
         lines.append(quality_row("step_s=2.5", fine["synthetic"]))
     if prev:
@@ -56,6 +60,8 @@ def main() -> None:
     lines.append("")
     causes = [(label, r["synthetic"]["false_name_causes"]) for label, r in (("default", main_res), ("step_s=2.5", fine))
               if r and "false_name_causes" in r["synthetic"]]
+    if nocheck and "false_name_causes" in nocheck:
+        causes.append(("without the naming check", nocheck["false_name_causes"]))
     if causes:
         keys = list(causes[0][1])
         lines += ["Where the false-name time lies (share of all named time, strict; \"near\": within 0.25 s of a "
@@ -77,7 +83,15 @@ def main() -> None:
     lines += ["", "## Clustering and options (synthetic set, one option changed from the defaults)", "",
               head.replace("configuration", "option")]
     for r in sweep["sweep"]:
-        lines.append(quality_row(f"{r['field']}={r['value']}", r))
+        label = (", ".join(f"{k}={v}" for k, v in r["value"].items()) if r["field"] == "combo"
+                 else f"{r['field']}={r['value']}")
+        lines.append(quality_row(label, r))
+    old_p = RESULTS / "diarize_sweep_nocheck.json"
+    if old_p.exists():
+        lines += ["", "Before the naming check (85d4771's defaults, one option changed):", "",
+                  head.replace("configuration", "option")]
+        for r in json.loads(old_p.read_text())["sweep"]:
+            lines.append(quality_row(f"{r['field']}={r['value']}", r))
     if speed:
         lines += ["", "## Speed and memory (`speakerid diarize FILE --json` in a fresh process)", "",
                   "| recording | wall s | x real time | peak RSS |", "|---|---|---|---|"]
@@ -93,6 +107,26 @@ def main() -> None:
                       f"{c['median_x_real_time']['compare']:.1f}x real time (ratio "
                       f"{c['speed_ratio_this_over_compare']:.2f}); CPU time (user + system) "
                       f"{c['median_cpu_s']['this']:.0f} s and {c['median_cpu_s']['compare']:.0f} s."]
+        idx_p = RESULTS / "diarize_speed_index.json"
+        idx = json.loads(idx_p.read_text()) if idx_p.exists() else {}
+        for key in ("10min", "2h"):
+            if key in idx:
+                r = idx[key]
+                lines.append(f"\nWith `--index` (names, so the naming check's 1 s chunk embeddings are made), {key}: "
+                             f"{r['wall_s']:.1f} s, {r['x_real_time']:.1f}x real time, peak RSS "
+                             f"{r['peak_rss_mb']:.0f} MB (wall time as loaded as the machine was then; the "
+                             "alternating ratio below is what holds).")
+        if "compare" in idx:
+            c = idx["compare"]
+            lines += ["", f"With `--index` (names, so the naming check's 1 s chunk embeddings are made), runs "
+                      f"alternating between this tree and {c['tree']} (the tree before the check), median of "
+                      f"{c['repeats']} each, at load average ~10: {c['median_x_real_time']['this']:.1f}x and "
+                      f"{c['median_x_real_time']['compare']:.1f}x real time (ratio "
+                      f"{c['speed_ratio_this_over_compare']:.2f}); CPU time {c['median_cpu_s']['this']:.0f} s and "
+                      f"{c['median_cpu_s']['compare']:.0f} s (ratio {c['cpu_ratio_this_over_compare']:.2f}); peak RSS "
+                      f"{max(x['peak_rss_mb'] for x in c['runs']['this']):.0f} MB and "
+                      f"{max(x['peak_rss_mb'] for x in c['runs']['compare']):.0f} MB. Without `--index` the check "
+                      "is off and the pass is the same as before."]
         lines += ["", f"Machine: {speed['cpus']} cores shared with other work; model loading and interpreter "
                   "start included."]
     (RESULTS / "diarize.md").write_text("\n".join(lines) + "\n")

@@ -22,6 +22,7 @@ from speakerid.diarize.embeddings import _spans
 from speakerid.diarize.naming import cluster_threshold
 from speakerid.diarize.options import check_speaker_counts
 from speakerid.diarize.reconstruct import frame_activity, piece_clusters, turns_of
+from speakerid.diarize.verify import ChunkEmbeddings, check_frames, embed_chunks
 from speakerid.diarize.windows import sliding_windows
 from speakerid.errors import ConfigError
 
@@ -187,6 +188,67 @@ def test_pieces_cut_a_local_speaker_at_its_pauses() -> None:
     assert _spans(act, 0, 150) == [(0, 260)]
 
 
+def _chunk_setup():
+    grid = FrameGrid.for_window(160_000)
+    n = int(10.0 * 16000 / grid.step)
+    t = (np.arange(n) * grid.step + grid.center0) / 16000
+    e1, e2, e3 = np.eye(3, dtype=np.float32)
+    chunks = ChunkEmbeddings(1.0, list(range(10)), [e1] * 6 + [e2] * 4)  # voice 1 to 6 s, then voice 2
+    active = np.zeros((n, 3), bool)
+    active[:, 0] = t < 8.0  # cluster 0 (named) is said to talk on into voice 2 for 2 s
+    active[:, 1] = t >= 8.0
+    return grid, t, active, chunks, np.stack([e1, e2, e3])
+
+
+def test_check_takes_a_name_off_frames_the_short_embeddings_disagree_with() -> None:
+    grid, t, active, chunks, centroids = _chunk_setup()
+    known = np.array([True, False, False])
+    out = check_frames(active, known, centroids, chunks, grid, 16000, check_margin=0.1, reassign_margin=None)
+    # cluster 0's chunk centroid is the mean of its 8 solo chunks (6 of voice 1, 2 of voice 2):
+    # cosines 0.95 / 0.32; cluster 1 has too few chunks and keeps its centroid. Interpolated
+    # between the chunk centres 5.5 s and 6.5 s, cluster 0 leads by 0.1 until 6.02 s.
+    kept = t[out[:, 0]]
+    assert kept.max() == pytest.approx(6.02, abs=0.03)
+    assert (out[:, 1] == active[:, 1]).all()  # an unnamed cluster keeps its frames
+    # and the frames the check took are nobody's: it does not know who talks there
+    assert not out[(t > 6.1) & (t < 8.0)].any()
+    moved = check_frames(active, known, centroids, chunks, grid, 16000, check_margin=0.1, reassign_margin=0.2)
+    assert moved[(t > 6.25) & (t < 8.0), 1].all() and not moved[t > 6.1, 0].any()
+    assert moved[t < 5.9, 0].all()
+    nobody = np.where(t < 1.0, 0.5, 0.0)
+    quiet = check_frames(active, known, centroids, chunks, grid, 16000, check_margin=0.1, reassign_margin=0.2,
+                         nobody=nobody, name_speech_threshold=0.1)
+    assert not quiet[t < 1.0, 0].any() and quiet[(t > 1.1) & (t < 5.9), 0].all()  # names need sure speech
+    same = check_frames(active, known, centroids, ChunkEmbeddings(1.0), grid, 16000, check_margin=0.1,
+                        reassign_margin=0.1)
+    assert (same == active).all()  # no chunk embeddings: nothing to check against
+
+
+def test_chunks_are_embedded_once_and_only_with_speech() -> None:
+    class FakeEmbedder:
+        def prepare(self, x, sr):
+            return float(x[0])
+
+        def encode(self, prepared):
+            from types import SimpleNamespace
+            return [SimpleNamespace(vector=np.array([p, 0.0, 0.0], np.float32)) for p in prepared]
+
+    grid = FrameGrid.for_window(160_000)
+    x = np.repeat(np.arange(24, dtype=np.float32), 16000)  # sample value = its second
+    wins = list(sliding_windows([x], 160_000, 80_000))
+    acts = []
+    for w in wins:
+        a = np.zeros((grid.frames, 3), bool)
+        t = w.start / 16000 + (np.arange(grid.frames) * grid.step + grid.center0) / 16000
+        a[:, 0] = (t < 7.0) | (t >= 9.0)  # silence from 7 to 9 s
+        acts.append(LocalActivity(a))
+    into = ChunkEmbeddings(1.0)
+    embed_chunks(wins[:2], acts[:2], FakeEmbedder(), grid, into)
+    embed_chunks(wins[2:], acts[2:], FakeEmbedder(), grid, into)
+    assert into.index == [i for i in range(24) if i not in (7, 8)]
+    assert [float(v[0]) for v in into.vectors] == [float(i) for i in into.index]
+
+
 def test_name_threshold_accounts_for_speech() -> None:
     short, ref, long = (cluster_threshold(0.6, 0.05, s) for s in (1.0, 10.0, 90.0))
     assert short > ref > long >= 0.6
@@ -197,7 +259,8 @@ def test_options_and_counts() -> None:
     opts = from_mapping(DiarizeOptions, {"step_s": 2.5, "clustering": "vbx"})
     assert opts.step_s == 2.5 and opts.window_s == 10.0
     for bad in ({"step_s": 20.0}, {"clustering": "kmeans"}, {"window_s": 0}, {"nope": 1}, {"threads": 0},
-                {"speech_threshold": 0.0}, {"speech_threshold": 1.5}, {"overlap_ratio": -1}):
+                {"speech_threshold": 0.0}, {"speech_threshold": 1.5}, {"overlap_ratio": -1},
+                {"check_chunk_s": 0.1}, {"check_chunk_s": 20.0}, {"check_margin": "x"}, {"reassign_margin": 3.0}):
         with pytest.raises(ConfigError):
             from_mapping(DiarizeOptions, bad)
     from speakerid.config import load_yaml

@@ -5,7 +5,8 @@
     >>> print(timeline.to_rttm("meeting"))
 
 Stages, one module each: :mod:`.windows`, :mod:`.activity`, :mod:`.embeddings`,
-:mod:`.clustering`, :mod:`.reconstruct`, :mod:`.naming`; :mod:`.pipeline` runs them.
+:mod:`.clustering`, :mod:`.reconstruct`, :mod:`.naming`, :mod:`.verify`; :mod:`.pipeline` runs
+them.
 """
 
 from .count import count_speakers, is_multi_speaker

@@ -2,11 +2,13 @@
 
 windows.py (sliding windows, segmentation) -> activity.py (local speakers, overlap, solo frames)
 -> embeddings.py (CAM++ per window and local speaker) -> clustering.py -> reconstruct.py
-(global timeline) -> naming.py (names from an index).
+(global timeline) -> naming.py (names from an index) -> verify.py (with an index: each named
+frame checked against 1 s chunk embeddings, made in the streaming pass).
 
 Audio is streamed in blocks and processed window batch by window batch; only per-window
-activity (589 x 3 booleans) and one 192-d embedding per local speaker are kept, so memory grows
-by ~3 KB per window (~2 MB for 2 hours at the default 5 s step), not with the audio.
+activity (589 x 3 booleans), its posteriors (8 KB) and one 192-d embedding per local speaker are
+kept, plus (with an index) one 192-d embedding per second of speech, so memory grows by ~12 KB
+per window (~20 MB for 2 hours at the default 5 s step), not with the audio.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from .clustering import Clusters, cluster
 from .embeddings import LocalEmbeddings, embed_local_speakers
 from .naming import anonymous, name_clusters, open_index
 from .options import DiarizeOptions, check_speaker_counts
-from .reconstruct import frame_activity, piece_clusters, turns_of
+from .reconstruct import frame_activity, nobody_probability, piece_clusters, turns_of
 from .timeline import Timeline, Turn
+from .verify import ChunkEmbeddings, check_frames, embed_chunks
 from .windows import Window, hard_activity, segment_windows, sliding_windows
 
 if TYPE_CHECKING:
@@ -71,6 +74,8 @@ class Scan:
     warnings: list[str] = field(default_factory=list)
     #: Per window, the segmentation's powerset posteriors (frames, 7) float16.
     posteriors: list[np.ndarray] = field(default_factory=list)
+    #: Embeddings of the chunks of speech the naming check uses (verify.py); None: not made.
+    chunks: ChunkEmbeddings | None = None
 
     @property
     def duration_s(self) -> float:
@@ -108,8 +113,11 @@ class Diarizer:
             expected = None  # iter_blocks raises the typed error
         return audio_mod.iter_blocks(source, opts, warnings), expected
 
-    def _scan(self, blocks: Iterator, expected_s: float | None, progress: Progress | None) -> Scan:
+    def _scan(self, blocks: Iterator, expected_s: float | None, progress: Progress | None,
+              chunks: bool = True) -> Scan:
         scan = Scan([], [], LocalEmbeddings.empty())
+        if chunks and self.options.check_chunk_s is not None:
+            scan.chunks = ChunkEmbeddings(self.options.check_chunk_s, hop_s=self.options.check_hop_s)
         total = int(np.ceil(expected_s)) if expected_s else None
 
         def counted() -> Iterator[np.ndarray]:
@@ -150,6 +158,9 @@ class Diarizer:
         embed_local_speakers(batch, acts, self.embedder, self.grid, self.options.min_embed_speech_s,
                              scan.embeddings, SAMPLE_RATE_HZ, pool=embed_pool, workers=workers,
                              piece_s=self.options.piece_s)
+        if scan.chunks is not None:
+            embed_chunks(batch, acts, self.embedder, self.grid, scan.chunks, SAMPLE_RATE_HZ, pool=embed_pool,
+                         workers=workers)
         for w, a, p in zip(batch, acts, posts):
             scan.starts.append(w.start)
             scan.activities.append(a.active)
@@ -180,13 +191,15 @@ class Diarizer:
         return pieces, centroids
 
     def scan(self, source: Source, *, sample_rate_hz: int | None = None,
-             progress: Progress | None = None) -> Scan:
+             progress: Progress | None = None, chunks: bool = True) -> Scan:
         """The streaming pass (segmentation and embeddings): everything that does not depend
-        on the speaker counts, the clustering or the index. :meth:`finish` completes it."""
+        on the speaker counts, the clustering or the index. :meth:`finish` completes it.
+        ``chunks``: also embed the chunks the naming check needs (verify.py; only used when
+        naming from an index, so :meth:`__call__` skips them without one)."""
         warnings: list[str] = []
         name = "<samples>" if isinstance(source, np.ndarray) else str(source)
         blocks, expected = self._blocks(source, sample_rate_hz, warnings)
-        scan = self._scan(blocks, expected, progress)
+        scan = self._scan(blocks, expected, progress, chunks)
         scan.name, scan.warnings = name, warnings
         if scan.duration_s < MIN_AUDIO_S:
             raise TooShortError(f"{name}: {scan.duration_s:.2f} s of audio; diarization needs at least {MIN_AUDIO_S} s")
@@ -215,7 +228,12 @@ class Diarizer:
             active, centroids = self._fold_quiet(scan, pieces, active, centroids, max(counts[1], 1))
         runs = turns_of(active, self.grid, SAMPLE_RATE_HZ, scan.duration_s, self.options.merge_gap_s,
                         self.options.min_turn_s)
-        return self._named(runs, active, centroids, gallery, scan.duration_s, warnings, scan.name)
+        nobody = None
+        if gallery is not None and self.options.name_speech_threshold is not None and scan.posteriors:
+            nobody = nobody_probability(np.asarray(scan.starts), scan.n_samples, self.grid, scan.posteriors,
+                                        self.grid.frames)
+        return self._named(runs, active, centroids, gallery, scan.duration_s, warnings, scan.name, scan.chunks,
+                           nobody)
 
     def _fold_quiet(self, scan: Scan, pieces: dict, active: np.ndarray, centroids: np.ndarray,
                     lo: int) -> tuple[np.ndarray, np.ndarray]:
@@ -252,7 +270,7 @@ class Diarizer:
                  sample_rate_hz: int | None = None) -> Timeline:
         counts = check_speaker_counts(num_speakers, min_speakers, max_speakers)
         gallery = self.open_index(index) if index is not None else None
-        scan = self.scan(source, sample_rate_hz=sample_rate_hz, progress=progress)
+        scan = self.scan(source, sample_rate_hz=sample_rate_hz, progress=progress, chunks=gallery is not None)
         return self.finish(scan, gallery=gallery, counts=counts, progress=progress)
 
     def open_index(self, index: str | os.PathLike | SpeakerIndex) -> SpeakerIndex:
@@ -260,7 +278,8 @@ class Diarizer:
         return open_index(index, self.embedder.model, self.embedder.weights_sha256)
 
     def _named(self, runs: list[tuple[int, float, float]], active: np.ndarray, centroids: np.ndarray,
-               gallery: SpeakerIndex | None, duration: float, warnings: list[str], name: str) -> Timeline:
+               gallery: SpeakerIndex | None, duration: float, warnings: list[str], name: str,
+               chunks: ChunkEmbeddings | None = None, nobody: np.ndarray | None = None) -> Timeline:
         k = active.shape[1]
         first = {c: s for c, s, _ in sorted(runs, key=lambda r: r[1], reverse=True)}
         order = sorted(first, key=first.get)
@@ -277,6 +296,16 @@ class Diarizer:
             labels, known, scores = list(nm.labels), list(nm.known), list(nm.scores)
             extra["base_threshold"] = round(nm.base_threshold, 4)
             extra["thresholds"] = {labels[c]: round(t, 4) for c, t in enumerate(nm.thresholds)}
+            if any(known) and ((chunks is not None and len(chunks)) or nobody is not None):
+                # names are decided on the whole clusters; the check then takes them off the
+                # frames where short embeddings disagree (and moves solo frames), see verify.py
+                checked = check_frames(active, np.array(known), centroids, chunks, self.grid, SAMPLE_RATE_HZ,
+                                       check_margin=self.options.check_margin,
+                                       reassign_margin=self.options.reassign_margin, nobody=nobody,
+                                       name_speech_threshold=self.options.name_speech_threshold)
+                extra["checked_s"] = round(float((active & ~checked).sum()) * self.grid.step / SAMPLE_RATE_HZ, 2)
+                runs = turns_of(checked, self.grid, SAMPLE_RATE_HZ, duration, self.options.merge_gap_s,
+                                self.options.min_turn_s)
         turns = tuple(Turn(float(s), float(e), labels[c], bool(known[c]), None if scores[c] is None else float(scores[c]))
                       for c, s, e in runs)
         return Timeline(turns, duration, tuple(warnings), name, extra)

@@ -32,7 +32,7 @@ from ..models.segmentation import POWERSET_MAPPING
 from .activity import FrameGrid
 from .assignment import assign_max
 
-__all__ = ["frame_activity", "piece_clusters", "turns_of"]
+__all__ = ["frame_activity", "nobody_probability", "piece_clusters", "turns_of"]
 
 SAMPLE_RATE_HZ = 16000
 #: Frames ranked at once when choosing who talks (bounds the temporary index arrays).
@@ -177,6 +177,25 @@ def frame_activity(starts: np.ndarray, activities: list[np.ndarray], pieces: dic
         np.put_along_axis(chosen, order, keep < n_talk[a : a + _CHUNK_FRAMES, None], axis=1)
         out[a : a + _CHUNK_FRAMES] = chosen & (sc > 0)
     return out[:, :k]
+
+
+def nobody_probability(starts: np.ndarray, n_samples: int, grid: FrameGrid, posteriors: list[np.ndarray],
+                       frames: int) -> np.ndarray:
+    """``(n_frames,)`` float32: the windows' Hamming-weighted mean probability that nobody talks
+    in each global frame, as :func:`frame_activity` computes it."""
+    n_frames = max(int(np.floor((n_samples - grid.center0) / grid.step)) + 1, 0)
+    cover = np.zeros(n_frames, np.float32)
+    nobody = np.zeros(n_frames, np.float32)
+    taper = _window_weights(frames)
+    for start, post in zip(starts, posteriors):
+        o = int(round(start / grid.step))
+        valid = int(np.floor((n_samples - start - grid.center0) / grid.step)) + 1
+        f = min(len(post), n_frames - o, valid)
+        if f <= 0:
+            continue
+        cover[o : o + f] += taper[:f]
+        nobody[o : o + f] += post[:f, 0].astype(np.float32) * taper[:f]
+    return nobody / np.maximum(cover, 1e-6)
 
 
 def turns_of(active: np.ndarray, grid: FrameGrid, sample_rate_hz: int, duration_s: float,

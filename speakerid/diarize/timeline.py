@@ -21,7 +21,9 @@ class Turn:
 
     ``speaker`` is an enrolled name when ``known``, else ``unknown-N`` (or ``speaker-N`` when no
     index was given). ``score`` is the cosine of the speaker's cluster centroid with the name it
-    got (with the best enrolled speaker when unknown; None without an index).
+    got (with the best enrolled speaker when unknown; None without an index). With an index, a
+    named speaker's turns leave out the stretches where 1 s embeddings of the audio do not
+    confirm the name (speakerid.diarize.verify): a gap there means "not sure who", not silence.
     """
 
     start_s: float
