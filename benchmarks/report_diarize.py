@@ -50,7 +50,7 @@ def main() -> None:
     nocheck = next((r for r in sweep["sweep"] if r["field"] == "combo" and r["value"] == dict.fromkeys(
         ("check_margin", "reassign_margin", "name_speech_threshold"))), None)
     if nocheck:
-        lines.append(quality_row("without the naming check (85d4771's timeline)", nocheck))
+        lines.append(quality_row("without the naming check (its three options None)", nocheck))
     if fine:
         lines.append(quality_row("step_s=2.5", fine["synthetic"]))
     if prev:
@@ -88,7 +88,7 @@ def main() -> None:
         lines.append(quality_row(label, r))
     old_p = RESULTS / "diarize_sweep_nocheck.json"
     if old_p.exists():
-        lines += ["", "Before the naming check (85d4771's defaults, one option changed):", "",
+        lines += ["", "Before the naming check (the defaults of 85d4771-5991bbd, one option changed):", "",
                   head.replace("configuration", "option")]
         for r in json.loads(old_p.read_text())["sweep"]:
             lines.append(quality_row(f"{r['field']}={r['value']}", r))
@@ -116,11 +116,14 @@ def main() -> None:
                              f"{r['wall_s']:.1f} s, {r['x_real_time']:.1f}x real time, peak RSS "
                              f"{r['peak_rss_mb']:.0f} MB (wall time as loaded as the machine was then; the "
                              "alternating ratio below is what holds).")
+        if "note" in idx:
+            lines.append(f"({idx['note']}.)")
         if "compare" in idx:
             c = idx["compare"]
             lines += ["", f"With `--index` (names, so the naming check's 1 s chunk embeddings are made), runs "
-                      f"alternating between this tree and {c['tree']} (the tree before the check), median of "
-                      f"{c['repeats']} each, at load average ~10: {c['median_x_real_time']['this']:.1f}x and "
+                      f"alternating between this tree and {c['tree']}, median of "
+                      f"{c['repeats']} each, at load average {idx.get('load_average', '?')}: "
+                      f"{c['median_x_real_time']['this']:.1f}x and "
                       f"{c['median_x_real_time']['compare']:.1f}x real time (ratio "
                       f"{c['speed_ratio_this_over_compare']:.2f}); CPU time {c['median_cpu_s']['this']:.0f} s and "
                       f"{c['median_cpu_s']['compare']:.0f} s (ratio {c['cpu_ratio_this_over_compare']:.2f}); peak RSS "

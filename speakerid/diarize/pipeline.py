@@ -303,7 +303,8 @@ class Diarizer:
                                        check_margin=self.options.check_margin,
                                        reassign_margin=self.options.reassign_margin, nobody=nobody,
                                        name_speech_threshold=self.options.name_speech_threshold)
-                extra["checked_s"] = round(float((active & ~checked).sum()) * self.grid.step / SAMPLE_RATE_HZ, 2)
+                taken = sum(int(np.count_nonzero(active[:, c] & ~checked[:, c])) for c in range(k))
+                extra["checked_s"] = round(taken * self.grid.step / SAMPLE_RATE_HZ, 2)
                 runs = turns_of(checked, self.grid, SAMPLE_RATE_HZ, duration, self.options.merge_gap_s,
                                 self.options.min_turn_s)
         turns = tuple(Turn(float(s), float(e), labels[c], bool(known[c]), None if scores[c] is None else float(scores[c]))

@@ -152,9 +152,9 @@ def _chunk_centroids(active: np.ndarray, centroids: np.ndarray, idx: np.ndarray,
     ci = np.minimum((t_s / hop_s).astype(np.int64), n_chunks)  # n_chunks: past the last one
     ci[t_s - ci * hop_s >= chunk_s] = n_chunks  # in the gap between two chunks: in none
     frames = np.bincount(ci, minlength=n_chunks + 1)[:n_chunks]
-    solo = active & (active.sum(axis=1, keepdims=True) == 1)
-    per = np.zeros((n_chunks + 1, k), np.int64)
-    np.add.at(per, ci, solo.astype(np.int64))
+    solo = np.flatnonzero(active.sum(axis=1) == 1)  # frames of one speaker (no frames x k copies:
+    per = np.zeros((n_chunks + 1, k), np.int64)       # 2 hours hold ~4e5 frames, maybe 100 clusters)
+    np.add.at(per, (ci[solo], np.argmax(active[solo], axis=1)), 1)
     pure = per[idx] >= PURE_SHARE * np.maximum(frames[idx], 1)[:, None]  # (embedded chunks, k)
     out = centroids.astype(np.float32, copy=True)
     for c in range(k):
@@ -175,7 +175,9 @@ def check_frames(active: np.ndarray, known: np.ndarray, centroids: np.ndarray, c
     k = active.shape[1]
     known = np.asarray(known, bool)
     if nobody is not None and name_speech_threshold is not None:
-        out[(nobody[: len(out)] >= name_speech_threshold)[:, None] & known[None, :]] = False
+        unsure = nobody[: len(out)] >= name_speech_threshold
+        for c in np.flatnonzero(known):
+            out[unsure, c] = False
     idx, vec = chunks.arrays(centroids.shape[1] if centroids.ndim == 2 else 0) if chunks is not None else ([], None)
     if len(idx) == 0 or k < 2 or len(centroids) != k or (check_margin is None and reassign_margin is None):
         return out
