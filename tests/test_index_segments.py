@@ -199,7 +199,7 @@ def test_centroid_search_exact_top_k_and_recall(tmp_path: Path, ann: bool) -> No
         ix.remove_speaker("s00002")
         ix.save()
     ix = SpeakerIndex.open(d)
-    assert ix.info()["centroid_index"] == ("IndexIVFFlat" if ann else "IndexFlatIP")
+    assert ix.info()["centroid_index"] == ("IndexIVFScalarQuantizer+IndexRefineFlat" if ann else "IndexFlatIP")
     q = x[rng.integers(0, len(x), 100)] + rng.normal(0, 0.05, (100, DIM)).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     truth = exact_rank(ix, q, 10)

@@ -100,6 +100,8 @@ def build_inner(spec: IndexSpec, vectors: np.ndarray) -> faiss.Index:
         inner.train(vectors)
         inner.make_direct_map(True)  # so reconstruct(position) works
         inner.nprobe = min(spec.ivf_nprobe_n, inner.nlist)
+    elif spec.index_type == "ivfpq" and (nlist := ivfpq_train_size(spec, len(vectors))) is not None:
+        inner = _ivfpq(spec, vectors, nlist)
     else:
         inner = faiss.IndexFlatIP(d)
     if len(vectors):
@@ -107,11 +109,94 @@ def build_inner(spec: IndexSpec, vectors: np.ndarray) -> faiss.Index:
     return inner
 
 
+#: PQ trains 256 centroids per sub-quantizer (8-bit codes): FAISS wants 39 points each.
+IVFPQ_MIN_TRAIN_N = 256 * 39
+
+
+def ivfpq_train_size(spec: IndexSpec, n: int) -> int | None:
+    """The nlist to train an "ivfpq" segment of n vectors with, or None to stay flat."""
+    nlist = ivf_train_size(spec, n)
+    return None if nlist is None or n < IVFPQ_MIN_TRAIN_N else nlist
+
+
+def _ivfpq(spec: IndexSpec, vectors: np.ndarray, nlist: int) -> faiss.Index:
+    """An "ivfpq" segment index: sharded.py's IVF-PQ (trained on a sample) inside an
+    IndexRefineFlat that keeps the float vectors for the exact re-scoring (and reconstruct)."""
+    from .sharded import IvfPqParams, train_ivfpq
+
+    params = IvfPqParams(nlist=nlist, pq_m=spec.ivfpq_m, nprobe=min(spec.ivf_nprobe_n, nlist),
+                         rerank=spec.ivfpq_rerank_n,
+                         train_size=max(IVFPQ_MIN_TRAIN_N, nlist * spec.ivf_train_points_per_list_n))
+    pq = train_ivfpq(vectors, params)
+    pq.nprobe = params.nprobe
+    inner = faiss.IndexRefineFlat(pq)
+    inner.own_fields = True
+    pq.this.disown()
+    inner.k_factor = float(max(1, spec.ivfpq_rerank_n // 10))  # for k=10; search sets it per k
+    return inner
+
+
+def search_params(index: faiss.Index, spec: IndexSpec, k: int, sel: Any = None) -> tuple[Any, list[Any]]:
+    """Search parameters of an "ivfpq" segment index (IndexRefine: ``ivfpq_rerank_n``
+    candidates, at least k, re-scored exactly; nprobe; ``sel``) and the objects they
+    reference; None for other index types (segments.search_inner makes theirs)."""
+    inner = faiss.downcast_index(index)
+    if not isinstance(inner, faiss.IndexRefine):
+        return None, []
+    base = faiss.SearchParametersIVF()
+    base.nprobe = min(spec.ivf_nprobe_n, faiss.extract_index_ivf(inner.base_index).nlist)
+    if sel is not None:
+        base.sel = sel
+    params = faiss.IndexRefineSearchParameters()
+    params.k_factor = max(1.0, spec.ivfpq_rerank_n / max(1, k))
+    params.base_index_params = base
+    return params, [base, sel]
+
+
+def search_positions(index: faiss.Index, spec: IndexSpec, q: np.ndarray, k: int,
+                     dead: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """segments.search_inner, which also knows "ivfpq" segments (IndexRefine)."""
+    from .segments import search_inner
+
+    inner = faiss.downcast_index(index)
+    if not isinstance(inner, faiss.IndexRefine):
+        return search_inner(index, spec, q, k, dead)
+    k = min(int(k), int(inner.ntotal))
+    if k <= 0:
+        return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+    keep: list[Any] = []
+    sel = None
+    if dead is not None and len(dead):
+        batch = faiss.IDSelectorBatch(np.ascontiguousarray(dead, dtype=np.int64))
+        sel = faiss.IDSelectorNot(batch)
+        keep.append(batch)
+    params, more = search_params(inner, spec, k, sel)
+    scores, pos = inner.search(np.ascontiguousarray(q, dtype=np.float32), k, params=params)
+    del keep, more
+    scores = scores.astype(np.float32, copy=False)
+    scores[pos < 0] = -np.inf
+    return scores, pos.astype(np.int64, copy=False)
+
+
+def memory_bytes(index: faiss.Index) -> int:
+    """What searching a segment index keeps in memory: for "ivfpq" the codes and ids of its
+    lists, the coarse quantizer and the codebooks (sharded.py's count), not the float vectors
+    of the re-scoring, which opening memory-maps; for the other types their vectors and graph."""
+    from .sharded import ivfpq_memory_bytes
+
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexRefine):
+        return ivfpq_memory_bytes(faiss.downcast_index(inner.base_index))
+    return int(inner.ntotal) * int(inner.d) * 4
+
+
 def inner_vectors(index: faiss.Index) -> np.ndarray:
     """Every vector of a bare index, in position order (n, dim) float32."""
     inner = faiss.downcast_index(index)
     if inner.ntotal == 0:
         return np.zeros((0, inner.d), np.float32)
+    if isinstance(inner, faiss.IndexRefine):  # the exact vectors, not the PQ codes
+        inner = faiss.downcast_index(inner.refine_index)
     if isinstance(inner, faiss.IndexFlat):
         return faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d).copy()
     return inner.reconstruct_n(0, inner.ntotal)

@@ -44,6 +44,10 @@ def open_with_embedder(
         if model is not None and model != embedder.model:
             raise ConfigError(f"model={model!r} but the embedder given runs {embedder.model!r}")
         model = embedder.model
+    # identification's lazily imported modules, now rather than on the first query (~60 ms)
+    from .. import identify  # noqa: F401
+    from ..calibration import duration  # noqa: F401
+
     index = SpeakerIndex.open(directory, model=model, writable=writable, wait_s=wait_s, verify=verify)
     try:
         if embedder is None:

@@ -42,7 +42,8 @@ from ..errors import ConfigError, IndexCorruptError, IndexNotFoundError
 
 log = logging.getLogger("speakerid")
 
-__all__ = ["IvfPqParams", "RayShardedIndex", "Shard", "ShardedIndex", "bytes_per_vector", "merge_topk", "train_ivfpq"]
+__all__ = ["IvfPqParams", "RayShardedIndex", "Shard", "ShardedIndex", "bytes_per_vector", "ivfpq_memory_bytes",
+           "merge_topk", "train_ivfpq"]
 
 ShardKind = Literal["flat", "ivfpq"]
 SHARD_FILE = "shard.json"
@@ -99,6 +100,15 @@ def train_ivfpq(sample: Any, params: IvfPqParams, *, seed: int = 0) -> faiss.Ind
     index.own_fields = True
     quantizer.this.disown()
     return index
+
+
+def ivfpq_memory_bytes(index: faiss.IndexIVFPQ) -> int:
+    """The codes and ids of an IVF-PQ index's lists, its coarse quantizer and codebooks."""
+    ivf = faiss.extract_index_ivf(index)
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    sizes = np.array([lists.list_size(i) for i in range(ivf.nlist)], np.int64)
+    pq = index.pq
+    return int(sizes.sum() * (lists.code_size + 8) + ivf.nlist * ivf.d * 4 + pq.M * pq.ksub * pq.dsub * 4)
 
 
 def merge_topk(results: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -219,12 +229,7 @@ class Shard:
         are not counted (they are read through the page cache, ``rerank`` rows a query)."""
         if self.kind == "flat":
             return int(self.index.ntotal * self.index.d * 4 + self.ids.nbytes)
-        ivf = faiss.extract_index_ivf(self.index)
-        lists = faiss.downcast_InvertedLists(ivf.invlists)
-        code_size = lists.code_size
-        sizes = np.array([lists.list_size(i) for i in range(ivf.nlist)], np.int64)
-        pq = self.index.pq
-        return int(sizes.sum() * (code_size + 8) + ivf.nlist * ivf.d * 4 + pq.M * pq.ksub * pq.dsub * 4)
+        return ivfpq_memory_bytes(self.index)
 
     def search(self, queries: np.ndarray, k: int, *, rerank: int | None = None,
                nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
