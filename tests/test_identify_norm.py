@@ -204,7 +204,7 @@ POOL = 120  # librispeech-251 speakers (utterances of 4 s or more), seeded
 GALLERY = 40  # enrolled per draw; the other POOL - GALLERY are strangers
 DRAWS = 30
 #: Strangers accepted at the duration-aware threshold, both lengths pooled (see the test).
-MEASURED_QMF_FA = 0.0044
+MEASURED_QMF_FA = 0.0099
 CROP_S = (2.0,)  # calibration crops of each enrolled half (the short stranger queries are 2 s too)
 
 
@@ -252,11 +252,11 @@ def test_duration_aware_threshold_lands_on_target_with_mixed_query_lengths(real:
     crop of it; the threshold is calibrated with 2 s crops of the enrolled clips and set at each
     query's speech seconds.
 
-    Goal (issue 12): 1 % of strangers accepted +/- 0.5 points. Measured (2026-12-02): 0.44 %
-    over both lengths (0.51 % long, 0.38 % short; the fixed threshold 0.47 %: 0.68 / 0.25 %).
-    That is 0.56 points under the target, so the goal is NOT met: at 40 speakers the threshold is
-    extrapolated by the exponential tail fit, which errs high. This asserts the measured figure
-    (+/- 0.3 points) and that it never overshoots the goal's upper bound."""
+    Goal (issue 12): 1 % of strangers accepted +/- 0.5 points. Measured (2026-12-02, the tail fit
+    over the 20 highest standardised scores): 0.99 % over both lengths (0.84 % long, 1.14 % short);
+    the fixed threshold 0.49 % (0.68 / 0.30 %: short queries score lower against strangers). With
+    the former tail fit over the upper half it was 0.44 % (0.51 / 0.38 %). This asserts the goal
+    for the duration-aware threshold, per length, and the measured figure (+/- 0.3 points)."""
     names = np.array(real["speakers"])
     ev, es = real["enrol"]
     pool = len(names)
@@ -280,4 +280,4 @@ def test_duration_aware_threshold_lands_on_target_with_mixed_query_lengths(real:
     print("strangers accepted:", {k: round(100 * v, 2) for k, v in rates.items()})
     both = (rates["qmf-long"] + rates["qmf-short"]) / 2
     assert abs(both - MEASURED_QMF_FA) <= 0.003
-    assert both <= 0.015 and max(rates["qmf-long"], rates["qmf-short"]) <= 0.015
+    assert abs(rates["qmf-long"] - 0.01) <= 0.005 and abs(rates["qmf-short"] - 0.01) <= 0.005

@@ -18,9 +18,11 @@ the indexer's reports carry the warnings):
 * **A small gallery.** A 1 % target needs 100 impostor scores from 100 different speakers
   (:func:`min_calibration_speakers`); with fewer, the empirical quantile is the highest score,
   which lets about 1 stranger in (speakers + 1) through. From MIN_TAIL_FIT_SPEAKERS speakers
-  the threshold is extrapolated from an exponential tail fitted to the upper half of the
-  scores instead (on librispeech-251, 20-speaker CAM++ galleries then accept 1.4 % of
-  unenrolled speakers, against 3.9 % at the highest score floored at 0.588).
+  the threshold is extrapolated from an exponential tail fitted to the highest scores instead
+  (on librispeech-251, 20-speaker CAM++ galleries then accept 1.4 % of unenrolled speakers,
+  against 3.9 % at the highest score floored at 0.588). The same tail fit, over the 20 highest
+  scores (TAIL_FIT_MAX_SCORES), is used at every size: an empirical quantile is biased there
+  (the tied top pair, see TAIL_FIT_MAX_SCORES) and rests on one or two scores.
 
 The impostor trials themselves (and the near-duplicate check) are in
 :mod:`speakerid.calibration.impostors`; they are scored by :func:`speakerid.identify.rank_speakers`,
@@ -52,7 +54,7 @@ from ..identify import (
 from ..index import SpeakerIndex
 from ..metrics import threshold_for_far
 from ..scorenorm import DEFAULT_COHORT_TOP_N, asnorm_rank, check_cohort_top_n
-from .duration import CalibrationCrops, DurationModel, fit_duration_model, gallery_crops, store_score_models
+from .duration import SCORE_MODELS_KEY, CalibrationCrops, DurationModel, fit_duration_model, gallery_crops
 from .impostors import (
     CALIBRATION_MAX_CLIPS,
     CALIBRATION_SEED,
@@ -91,6 +93,25 @@ log = logging.getLogger("speakerid")
 DEFAULT_FAR = 0.01
 #: With fewer distinct speakers than this, no impostor tail is fitted (see calibrate_open_set).
 MIN_TAIL_FIT_SPEAKERS = 10
+#: The threshold is extrapolated from an exponential tail over the (at most) 20 highest impostor
+#: scores at every gallery size (from MIN_TAIL_FIT_SPEAKERS speakers). Chosen on 100-200 seeded
+#: gallery draws per size and condition, apart from benchmarks/eval_norm.py's (librispeech-251
+#: CAM++, 7 conditions; results/norm.md):
+#: * the former rule, the 1 % empirical quantile from 100 speakers, accepted 1.7-2.0 % of
+#:   strangers at 100 speakers: with one clip per speaker the leave-one-out scores come in tied
+#:   pairs (i's best other speaker is j and j's is i), so the quantile that lets "1 score" through
+#:   is the top pair's, and a stranger forms such a top pair with the gallery 2 times in (G + 1);
+#: * an order statistic that accounts for the pairs (above the highest score at 199 speakers) was
+#:   on target (0.68-1.00 %) but one extreme pair set it: 8-49 % of enrolled queries missed at
+#:   200 speakers, against 1-26 % with the 20-score tail (FA 0.67-1.39 %);
+#: * over the upper half (the former small-gallery rule) the fit is over-cautious at 50-100
+#:   speakers (0.09-0.89 %: bounded cosine tails are lighter than exponential); over the 20
+#:   highest, 0.46-1.39 % (15: up to 1.74 %; 25: down to 0.20 %).
+TAIL_FIT_MAX_SCORES = 20
+#: The empirical quantile is used instead where at least this many impostor scores lie above
+#: it (e.g. 1000 one-clip speakers at 1 %, or many clips per speaker): the tied top pair then
+#: biases it by 2 in (this + 1) at most, and it rests on as many scores as the tail fit.
+EMPIRICAL_MIN_ABOVE = 10
 #: Near-duplicate pairs named one by one in warnings (info() lists them all).
 MAX_DUPLICATE_WARNINGS = 10
 
@@ -112,17 +133,24 @@ def min_calibration_speakers(far: float) -> int | None:
     return max(1, math.ceil(1.0 / far - 1e-9))
 
 
-def _tail_fit(scores: np.ndarray, far: float) -> tuple[float, int]:
-    """Threshold at ``far`` from an exponential tail fitted above the median of ``scores``.
+def _tail_fit(scores: np.ndarray, far: float, max_k: int | None = None) -> tuple[float, int]:
+    """Threshold at ``far`` from an exponential tail fitted to the k highest of ``scores``.
 
-    Peaks over threshold: with u the (k+1)-th highest of n scores (k = n // 2) and beta the
-    mean excess of the k highest over u, P(score >= t) ~ (k/n) exp(-(t - u) / beta). Cosine
-    tails are bounded, i.e. lighter than exponential, so this errs high (fewer false
-    accepts). Returns (threshold, k); never below the highest score.
+    Peaks over threshold: with u the (k+1)-th highest of n scores and beta the mean excess of
+    the k highest over u, P(score >= t) ~ (k/n) exp(-(t - u) / beta). k is n // 2 without
+    ``max_k``; with it, min(n // 2, max_k) but at least 2 far n (so that the fit always
+    extrapolates by a factor of 2 or more and rests on many scores in a large gallery).
+    Cosine tails are bounded, i.e. lighter than exponential, so the fit errs high (fewer false
+    accepts) the further below the tail u lies: hence the cap (TAIL_FIT_MAX_SCORES).
+    Returns (threshold, k); without ``max_k`` (the former rule) never below the highest score.
     """
     x = np.sort(scores.astype(np.float64))[::-1]
     n = len(x)
-    k = max(1, n // 2)
+    if max_k is None:
+        k = max(1, n // 2)
+    else:
+        k = max(1, min(n // 2, int(max_k)), math.ceil(2.0 * far * n - 1e-9))
+        k = min(k, n - 1)
     top = float(np.nextafter(np.float32(x[0]), np.float32(np.inf)))
     if n < 2:
         return top, k
@@ -130,7 +158,8 @@ def _tail_fit(scores: np.ndarray, far: float) -> tuple[float, int]:
     beta = float(np.mean(x[:k] - u))
     if beta <= 0 or far >= k / n:
         return top, k
-    return max(top, float(u + beta * math.log((k / n) / far))), k
+    value = float(u + beta * math.log((k / n) / far))
+    return (max(top, value) if max_k is None else value), k
 
 
 @dataclass(frozen=True)
@@ -209,12 +238,18 @@ def _without_impostors(model: str, imp: Impostors, floor: float | None, warnings
 
 
 def _gallery_value(scores: np.ndarray, far: float, voices: int, need: int | None) -> tuple[float, str, str]:
-    """(threshold, basis, what it rests on) from the impostor scores of ``voices`` distinct voices."""
-    if need is None or voices >= need:
+    """(threshold, basis, what it rests on) from the impostor scores of ``voices`` distinct voices.
+
+    The empirical quantile where at least EMPIRICAL_MIN_ABOVE scores lie above it (and
+    ``need`` voices are there); else from MIN_TAIL_FIT_SPEAKERS voices on, an exponential tail
+    over the TAIL_FIT_MAX_SCORES highest scores ("calibrated" from ``need`` voices on,
+    "tail-fit" below it); with fewer, the highest score.
+    """
+    if need is None or (voices >= need and far * len(scores) >= EMPIRICAL_MIN_ABOVE):
         return threshold_for_far(scores, far), "calibrated", ""
     if voices >= MIN_TAIL_FIT_SPEAKERS:
-        value, k = _tail_fit(scores, far)
-        return value, "tail-fit", (
+        value, k = _tail_fit(scores, far, TAIL_FIT_MAX_SCORES)
+        return value, "calibrated" if voices >= need else "tail-fit", (
             f"extrapolated from an exponential tail fitted to the {k} highest of the {len(scores)} impostor scores"
         )
     value = float(np.nextafter(np.float32(scores.max()), np.float32(np.inf)))
@@ -237,6 +272,8 @@ def _from_impostors(model: str, imp: Impostors, scoring: str, top_n: int, floor:
     value, basis, rests = _gallery_value(scores, far, imp.voices, need)
     value = min(1.0, max(-1.0, float(value)))
     gallery_value, floored = value, False
+    if basis == "calibrated" and rests:
+        method += f"; {rests}"
     if basis != "calibrated":
         method += (
             f"; too few speakers to calibrate ({imp.voices} distinct, {need} needed for far={far:g}): "
@@ -283,12 +320,12 @@ def calibrate_open_set(
     The threshold comes from :func:`gallery_impostor_scores` (leave-one-speaker-out
     best-of-gallery scores), so it grows with the gallery:
 
-    * with at least :func:`min_calibration_speakers` distinct speakers (100 for 1 %), it is
-      :func:`speakerid.metrics.threshold_for_far` of those scores ("calibrated");
-    * with fewer, the 1 % quantile cannot be read off the gallery: the threshold is
-      extrapolated from an exponential tail fitted to the upper half of the scores
-      ("tail-fit", MIN_TAIL_FIT_SPEAKERS or more speakers) or is the highest score
-      ("gallery-max"), and a warning says so;
+    * from MIN_TAIL_FIT_SPEAKERS speakers, it is extrapolated from an exponential tail fitted
+      to the TAIL_FIT_MAX_SCORES highest of those scores: "calibrated" with at least
+      :func:`min_calibration_speakers` distinct speakers (100 for 1 %), "tail-fit" with fewer,
+      when the 1 % quantile could not even be read off the gallery, and a warning says so;
+    * with fewer than MIN_TAIL_FIT_SPEAKERS it is the highest score ("gallery-max"), with a
+      warning;
     * it is never set below ``floor`` (default: the model's pairwise verification threshold;
       "verification-threshold" when that decides).
 
@@ -332,9 +369,8 @@ def calibrate_open_set(
             near_duplicate_cosine=near_duplicate_cosine, crops=crops, cohort_top_n=check_cohort_top_n(cohort_top_n),
             floor=floor_value, asnorm=asnorm))
     index.set_threshold(cal.threshold, cal.method, basis=cal.basis, warnings=cal.warnings,
-                        near_duplicates=cal.near_duplicates)
-    if cal.score_models:
-        store_score_models(index, cal.score_models)
+                        near_duplicates=cal.near_duplicates,
+                        extra={SCORE_MODELS_KEY: cal.score_models} if cal.score_models else None)
     for w in cal.warnings:
         log.debug("calibration of %s: %s", index.path, w)
     return cal

@@ -197,24 +197,18 @@ def gallery_crops(
 # --- the threshold record -------------------------------------------------------------------------
 
 
-def _record(index: SpeakerIndex) -> dict[str, Any]:
-    # The threshold record is the manifest's "threshold" dict, persisted whole with each version.
-    # SpeakerIndex has no public accessor for extra keys in it yet (speakerid.index is being
-    # rewritten by another change): read and write the record it keeps, and nothing else.
-    rec = getattr(index, "_threshold", None)
-    return rec if isinstance(rec, dict) else {}
-
-
 def store_score_models(index: SpeakerIndex, models: dict[str, Any]) -> None:
-    """Add ``models`` to the threshold record that ``index.set_threshold`` just set."""
-    rec = getattr(index, "_threshold", None)
-    if isinstance(rec, dict):
-        rec[SCORE_MODELS_KEY] = models
+    """Store ``models`` with the index's current threshold (its ``extra``, key "score_models"),
+    keeping the rest of the threshold record as it is."""
+    extra = {**index.threshold_extra, SCORE_MODELS_KEY: models}
+    index.set_threshold(index.threshold, index.threshold_method or "unknown", basis=index.threshold_basis,
+                        warnings=index.threshold_warnings, near_duplicates=index.near_duplicate_speakers,
+                        extra=extra)
 
 
 def score_models(index: SpeakerIndex) -> dict[str, Any]:
     """The calibration's per-normalisation models stored with the index (empty if none)."""
-    m = _record(index).get(SCORE_MODELS_KEY)
+    m = index.threshold_extra.get(SCORE_MODELS_KEY)
     return m if isinstance(m, dict) else {}
 
 

@@ -7,7 +7,7 @@ the limits in some of them (``Name``, ``k``) are made from the options when the 
 import asyncio
 import contextlib
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, Request, Security, UploadFile
 from fastapi import Path as PathParam
@@ -129,10 +129,14 @@ def _audio_routes(app: FastAPI, service: GalleryService) -> None:
                        threshold: _THRESHOLD = None,
                        check_speakers: bool = Form(True, description="Flag a clip in which several people "
                                                    "talk (multi_speaker); false skips the check (faster)."),
+                       score_norm: Literal["none", "asnorm"] | None = Form(
+                           None, description="Score normalisation: none (cosine) or asnorm (AS-norm against the "
+                           "other enrolled speakers; the threshold then applies to norm_score). Default: the "
+                           "library's (speakerid.identify.DEFAULT_SCORE_NORM)."),
                        who: Principal = _READ) -> JSONResponse:
         """Who is speaking? The k best enrolled speakers, and the accepted one or unknown."""
         return JSONResponse(await service.read(service.identify_one, (clip.filename, clip.file), k, threshold,
-                                               check_speakers))
+                                               check_speakers, score_norm))
 
     _Count = Annotated[int | None, Form(ge=1, le=64)]
 

@@ -29,7 +29,7 @@ from .. import __version__
 from ..config import AudioOptions, EmbedOptions, check_threshold
 from ..embedder import Embedder, Embedding, cosine
 from ..errors import IndexNotFoundError, ModelMismatchError, SpeakeridError
-from ..identify import DURATION_AWARE_DEFAULT, identify
+from ..identify import DEFAULT_SCORE_NORM, DURATION_AWARE_DEFAULT, identify
 from ..index import SpeakerIndex
 from ..indexer import Item, add_files, remove_speaker
 from ..models.registry import DEFAULT_MODEL
@@ -192,7 +192,8 @@ class GalleryService:
                 up = Upload(index, up.filename, up.path, up.size_bytes, up.sha256)
             return self._embed(up), up.label
 
-    def identify_one(self, source: Source, k: int, threshold: float | None, check_speakers: bool = False) -> dict[str, Any]:
+    def identify_one(self, source: Source, k: int, threshold: float | None, check_speakers: bool = False,
+                     score_norm: str | None = None) -> dict[str, Any]:
         from .diarize import embed_and_count
 
         ix = self._snapshot
@@ -200,7 +201,7 @@ class GalleryService:
         if ix is None or len(ix) == 0:
             raise ApiError("EMPTY_GALLERY", "no speaker is enrolled yet")
         try:
-            res = identify(ix, emb.vector, k, threshold,
+            res = identify(ix, emb.vector, k, threshold, score_norm=score_norm or DEFAULT_SCORE_NORM,
                            query_speech_s=emb.speech_s if DURATION_AWARE_DEFAULT else None)[0]
         except SpeakeridError as exc:
             raise api_error(exc, self._hide) from None
