@@ -100,6 +100,19 @@ def _pieces(w: Window, act: LocalActivity, grid: FrameGrid, min_samples: int,
     return out
 
 
+def balanced_parts(lengths: list[int], n: int) -> list[list[int]]:
+    """Indices of ``lengths`` in ``n`` parts of about equal total length (longest first, each to
+    the lightest part), so that the worker threads of a batch finish together: pieces run from
+    0.5 to 10 s, and parts cut by count left one core idle while the other embedded a long one."""
+    parts: list[list[int]] = [[] for _ in range(max(n, 1))]
+    loads = [0] * len(parts)
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        p = loads.index(min(loads))
+        parts[p].append(i)
+        loads[p] += lengths[i]
+    return [sorted(part) for part in parts if part]
+
+
 def embed_local_speakers(
     windows: list[Window], activities: list[LocalActivity], embedder: Embedder, grid: FrameGrid,
     min_embed_speech_s: float, into: LocalEmbeddings, sample_rate_hz: int = 16000,
@@ -121,7 +134,7 @@ def embed_local_speakers(
         return embedder.encode([embedder.prepare(j[4], sample_rate_hz) for j in part])
 
     n = max(1, min(workers, len(jobs))) if pool is not None else 1
-    parts = [jobs[i::n] for i in range(n)]
+    parts = [[jobs[i] for i in part] for part in balanced_parts([len(j[4]) for j in jobs], n)]
     results = list(pool.map(run, parts)) if pool is not None and n > 1 else [run(parts[0])]
     ordered = sorted(((j, e) for part, embs in zip(parts, results) for j, e in zip(part, embs)),
                      key=lambda je: je[0][:3])

@@ -128,15 +128,16 @@ class Diarizer:
         # the segmentation of the next batch of windows runs in a worker thread while the
         # current batch is embedded by ``workers`` threads (ONNX Runtime frees the GIL)
         workers = self.options.workers or os.cpu_count() or 1
-        with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(max_workers=workers) as embed_pool:
+        with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(max_workers=workers) as embed_pool, \
+                ThreadPoolExecutor(max_workers=1) as side_pool:
             pending = None
             for batch in self._batches(counted()):
                 future = pool.submit(segment_windows, batch, self.segmenter)
                 if pending is not None:
-                    self._process(*pending, scan, total, progress, embed_pool, workers)
+                    self._process(*pending, scan, total, progress, embed_pool, workers, side_pool)
                 pending = (batch, future)
             if pending is not None:
-                self._process(*pending, scan, total, progress, embed_pool, workers)
+                self._process(*pending, scan, total, progress, embed_pool, workers, side_pool)
         done = int(np.ceil(scan.duration_s))
         report(progress, "diarizing", done, done, audio_s=scan.duration_s)  # the stage is finished
         return scan
@@ -152,15 +153,19 @@ class Diarizer:
             yield batch
 
     def _process(self, batch: list[Window], future: Future, scan: Scan, total: int | None,
-                 progress: Progress | None, embed_pool: ThreadPoolExecutor, workers: int) -> None:
+                 progress: Progress | None, embed_pool: ThreadPoolExecutor, workers: int,
+                 side_pool: ThreadPoolExecutor) -> None:
         posts = future.result()
         acts = [local_activity(a, w.valid, self.grid) for a, w in zip(hard_activity(posts), batch)]
+        chunks = None
+        if scan.chunks is not None:  # queued beside the local speakers' parts: no barrier between the two
+            chunks = side_pool.submit(embed_chunks, batch, acts, self.embedder, self.grid, scan.chunks,
+                                      SAMPLE_RATE_HZ, pool=embed_pool, workers=workers)
         embed_local_speakers(batch, acts, self.embedder, self.grid, self.options.min_embed_speech_s,
                              scan.embeddings, SAMPLE_RATE_HZ, pool=embed_pool, workers=workers,
                              piece_s=self.options.piece_s)
-        if scan.chunks is not None:
-            embed_chunks(batch, acts, self.embedder, self.grid, scan.chunks, SAMPLE_RATE_HZ, pool=embed_pool,
-                         workers=workers)
+        if chunks is not None:
+            chunks.result()
         for w, a, p in zip(batch, acts, posts):
             scan.starts.append(w.start)
             scan.activities.append(a.active)
