@@ -198,9 +198,8 @@ def markdown(res: dict) -> str:
                 "| FP32 ms | INT8 ms | speed-up |", "|---:|---:|---:|",
                 f"| {s['fp32_ms']:.1f} | {s['int8_ms']:.1f} | {s['speedup']:.2f}x |", "",
                 f"Goal >= {GOAL_SPEEDUP}x on this CPU kind ({c['kind']}): "
-                f"**{'met' if s['speedup'] >= GOAL_SPEEDUP else 'not met'}**. Machine load was high (see the load "
-                "average above); the two models alternate run by run, so load slows both, but the ratio is "
-                "still noisier than on an idle machine.\n"]
+                f"**{'met' if s['speedup'] >= GOAL_SPEEDUP else 'not met'}**. The two models alternate run by run, so "
+                "other load (see the load average above) slows both alike, though it makes the ratio noisier.\n"]
     avx2 = HERE / "results" / "int8_avx2_numerics.json"
     if avx2.is_file():
         q = json.loads(avx2.read_text())

@@ -155,10 +155,10 @@ def main() -> None:
         f"Command: `{result['command']}` (raw figures: {args.out.name}); Ray {ray.__version__}. "
         "Builds alternate local / ray on one machine; medians.", "",
         "| engine | wall s (median) | files/s steady | time to first clip s |", "|---|---:|---:|---:|",
-        f"| local ({args.cpus} threads) | {s['local_wall_s']} | {s['local_steady_files_per_s']} | "
-        f"{s['local_time_to_first_clip_s']} |",
-        f"| ray ({args.cpus} actors) | {s['ray_wall_s']} | {s['ray_steady_files_per_s']} | "
-        f"{s['ray_time_to_first_clip_s']} |", "",
+        f"| local ({args.cpus} threads) | {s['local_wall_s']:.2f} | {s['local_steady_files_per_s']:.2f} | "
+        f"{s['local_time_to_first_clip_s']:.2f} |",
+        f"| ray ({args.cpus} actors) | {s['ray_wall_s']:.2f} | {s['ray_steady_files_per_s']:.2f} | "
+        f"{s['ray_time_to_first_clip_s']:.2f} |", "",
         f"Overhead of Ray: {100 * s['overhead_wall']:.1f} % on the whole build (actor start-up with model "
         f"loading included), {100 * s['overhead_steady']:.1f} % in steady state (goal <= 15 %). "
         f"Starting the local cluster itself: {s['ray_cluster_start_s']} s (once, not per build).", "",

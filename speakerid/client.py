@@ -45,6 +45,8 @@ class Match:
     speaker: str
     score: float
     rank: int
+    #: The AS-norm score when the server normalised (the raw cosine stays in ``score``).
+    norm_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ class IdentifyResult:
     #: Whether several people talk in the clip (None: not checked); its warning is in ``warnings``.
     multi_speaker: bool | None = None
     warnings: tuple[str, ...] = ()
+    #: "none" or "asnorm"; with "asnorm" the threshold applies to ``norm_score``.
+    score_norm: str = "none"
+    norm_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -202,8 +207,12 @@ class Client:
         with self._files("a", [a]) as fa, self._files("b", [b]) as fb:
             return _build(VerifyResult, self._request("POST", "/v1/verify", files=fa + fb, data=data))
 
-    def identify(self, clip: Clip, k: int = 5, threshold: float | None = None) -> IdentifyResult:
-        data = {"k": str(k), **({} if threshold is None else {"threshold": str(threshold)})}
+    def identify(self, clip: Clip, k: int = 5, threshold: float | None = None,
+                 score_norm: str | None = None) -> IdentifyResult:
+        """Top-``k`` enrolled speakers for ``clip``; ``score_norm`` ("none" or "asnorm"; None: the
+        server's default) as :func:`speakerid.identify`'s."""
+        data = {"k": str(k), **({} if threshold is None else {"threshold": str(threshold)}),
+                **({} if score_norm is None else {"score_norm": score_norm})}
         with self._files("clip", [clip]) as files:
             d = self._request("POST", "/v1/identify", files=files, data=data)
         d["matches"] = tuple(_build(Match, m) for m in d.get("matches", []))

@@ -53,3 +53,17 @@ def test_identify_with_asnorm_names_speakers_and_rejects_strangers(env, http):
 def test_identify_refuses_an_unknown_score_norm(env, http):
     r = _post(env, http, next(iter(env.corpus.query.values())), score_norm="znorm")
     assert r.status_code == 422, r.text
+
+
+def test_client_passes_score_norm(env):
+    from speakerid.client import Client
+
+    name, path = next(iter(env.corpus.query.items()))
+    with Client(env.main.url, env.keys["read"]) as c:
+        norm = c.identify(path, k=3, score_norm="asnorm")
+        raw = c.identify(path, k=3)
+    assert norm.score_norm == "asnorm" and norm.norm_score is not None
+    assert all(m.norm_score is not None for m in norm.matches)
+    assert norm.accepted == (norm.norm_score >= norm.threshold)
+    assert raw.score_norm == "none" and raw.norm_score is None and raw.threshold != norm.threshold
+    assert norm.matches[0].speaker == raw.matches[0].speaker == name

@@ -133,9 +133,10 @@ BUILTIN: dict[str, BuiltinModel] = {
 }
 
 #: FP32 CAM++ on every CPU kind, campplus-int8 on none: on this project's AVX-512 VNNI / AMX machine
-#: the static INT8 graph measured 1.24-1.35x FP32's speed on 1 thread (goal 1.8x; its Conv time
+#: the static INT8 graph measured 1.20x FP32's speed on 1 thread idle (goal 1.8x; its Conv time
 #: drops ~3x but the ops that stay FP32, the Q/DQ pairs and ONNX Runtime's NHWC transposes take
-#: most of it back), it lost 0.43 EER points on babble at 0 dB (goal <= 0.05), and AVX2-only CPUs
+#: most of it back), it moved the EER by more than 0.05 points on 7 of 14 dev conditions (worst
+#: +0.85 on cross, +0.43 on babble at 0 dB), and AVX2-only CPUs
 #: (no VNNI) could not be timed here (BENCHMARKS.md "INT8 CAM++"). A default chosen by CPU flags would also give one index different embeddings on
 #: different machines; campplus-int8 stays opt-in (``--model campplus-int8``).
 DEFAULT_MODEL = "campplus"
