@@ -57,20 +57,12 @@ def build_faiss_index(
     d = spec.dim
     inner: faiss.Index
     if spec.index_type == "hnsw":
-        inner = faiss.IndexHNSWFlat(d, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        inner.hnsw.efConstruction = spec.hnsw_ef_construction_n
-        inner.hnsw.efSearch = spec.hnsw_ef_search_n
+        inner = _hnsw(spec)
     elif spec.index_type == "ivf" and trained is not None:
         inner = faiss.clone_index(trained)
         inner.reset()
     elif spec.index_type == "ivf" and (nlist := ivf_train_size(spec, len(vectors))) is not None:
-        quantizer = faiss.IndexFlatIP(d)
-        inner = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        inner.own_fields = True
-        quantizer.this.disown()
-        inner.cp.max_points_per_centroid = spec.ivf_train_points_per_list_n
-        inner.train(vectors)
-        inner.make_direct_map(True)  # so IDMap2.reconstruct works
+        inner = _trained_ivf(spec, vectors, nlist)
     else:
         inner = faiss.IndexFlatIP(d)
     index = faiss.IndexIDMap2(inner)
@@ -82,23 +74,35 @@ def build_faiss_index(
     return index
 
 
+def _hnsw(spec: IndexSpec) -> faiss.Index:
+    inner = faiss.IndexHNSWFlat(spec.dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    inner.hnsw.efConstruction = spec.hnsw_ef_construction_n
+    inner.hnsw.efSearch = spec.hnsw_ef_search_n
+    return inner
+
+
+def _trained_ivf(spec: IndexSpec, vectors: np.ndarray, nlist: int) -> faiss.Index:
+    """IVF-Flat (inner product) with ``nlist`` lists trained on ``vectors``, with a direct map
+    (so that reconstruct works, by position or through an IDMap2)."""
+    quantizer = faiss.IndexFlatIP(spec.dim)
+    inner = faiss.IndexIVFFlat(quantizer, spec.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    inner.own_fields = True
+    quantizer.this.disown()
+    inner.cp.max_points_per_centroid = spec.ivf_train_points_per_list_n
+    inner.train(vectors)
+    inner.make_direct_map(True)
+    return inner
+
+
 def build_inner(spec: IndexSpec, vectors: np.ndarray) -> faiss.Index:
     """A bare FAISS index (no id map: the k-th vector is position k) of ``spec``'s type holding
     ``vectors``: what a compacted segment stores. "ivf" stays flat until it has enough vectors."""
     d = spec.dim
     inner: faiss.Index
     if spec.index_type == "hnsw":
-        inner = faiss.IndexHNSWFlat(d, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        inner.hnsw.efConstruction = spec.hnsw_ef_construction_n
-        inner.hnsw.efSearch = spec.hnsw_ef_search_n
+        inner = _hnsw(spec)
     elif spec.index_type == "ivf" and (nlist := ivf_train_size(spec, len(vectors))) is not None:
-        quantizer = faiss.IndexFlatIP(d)
-        inner = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        inner.own_fields = True
-        quantizer.this.disown()
-        inner.cp.max_points_per_centroid = spec.ivf_train_points_per_list_n
-        inner.train(vectors)
-        inner.make_direct_map(True)  # so reconstruct(position) works
+        inner = _trained_ivf(spec, vectors, nlist)
         inner.nprobe = min(spec.ivf_nprobe_n, inner.nlist)
     elif spec.index_type == "ivfpq" and (nlist := ivfpq_train_size(spec, len(vectors))) is not None:
         inner = _ivfpq(spec, vectors, nlist)
