@@ -116,6 +116,49 @@ def test_opening_warms_the_centroid_search(tmp_path: Path) -> None:
     assert "s00007" not in names_all and ranked[0][0].speaker in ("s00000", "zz-new")
 
 
+def test_opening_runs_one_identification_and_survives_its_failure(tmp_path: Path, monkeypatch, caplog) -> None:
+    """The warm-up at opening goes through the public identify (so the query's code is in the
+    CPU caches for the first real one); if that identification fails, opening still succeeds,
+    the failure logged, and the caller meets it on its own identify."""
+    import logging
+
+    import speakerid.identify as ident
+    from speakerid.errors import SpeakeridError
+
+    dim = 16
+    x, names = grouped(np.random.default_rng(2), 30, 2, dim)
+    d = tmp_path / "ix"
+    with SpeakerIndex.create(d, spec(dim)) as ix:
+        add(ix, x, names)
+        ix.set_threshold(0.5, "test")
+        ix.save()
+    calls: list[int] = []
+    real = ident.identify
+
+    def counting(index, q, k=5, **kw):
+        calls.append(k)
+        return real(index, q, k, **kw)
+
+    monkeypatch.setattr(ident, "identify", counting)
+    SpeakerIndex.open(d)
+    assert calls == [10]
+
+    def failing(*a, **kw):
+        raise SpeakeridError("no threshold for you")
+
+    monkeypatch.setattr(ident, "identify", failing)
+    with caplog.at_level(logging.DEBUG, logger="speakerid"):
+        ix = SpeakerIndex.open(d)
+    assert "warm-up identification" in caplog.text and "no threshold for you" in caplog.text
+    assert real(ix, x[0], k=3)[0].speaker == "s00000"
+    with SpeakerIndex.create(tmp_path / "empty", spec(dim)) as e:  # no speaker: nothing to warm
+        e.save()
+    calls.clear()
+    monkeypatch.setattr(ident, "identify", counting)
+    SpeakerIndex.open(tmp_path / "empty")
+    assert calls == []
+
+
 # --- the ivfpq clip index ----------------------------------------------------------------------
 
 

@@ -381,18 +381,19 @@ class Roster:
             c = self._cache["params"] = (params, keep + more)
         return c[0]
 
-    def warm(self) -> None:
+    def warm(self) -> np.ndarray | None:
         """Search one centroid now (opening), so that the first query of the index does not pay
         FAISS' first IVF search in the process (OpenMP's set-up: ~4 ms at 1e5 speakers against
         ~1 ms for the next) nor make the search parameters, and finds the code and the coarse
-        quantizer in the CPU caches."""
+        quantizer in the CPU caches. Returns that centroid (1, dim), None with no speaker."""
         if len(self._snap_names):
             q = np.array(self._snap_cent[:1], np.float32)
         elif self._over:
             q = self._overlay()[1][:1]
         else:
-            return
+            return None
         self.search_ordinals(q, min(10, len(self._names)))
+        return q
 
     def search(self, q: np.ndarray, k: int, exclude: list[set[str]] | None = None) -> list[list[tuple[float, str]]]:
         """The k best (score, name) of each unit query by centroid cosine, best first; ties go
