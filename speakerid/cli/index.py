@@ -182,7 +182,9 @@ def _info_rows(info: dict, audio_s: float) -> list[tuple[str, str]]:
         ("clips", f"{info['utterances']} ({audio_s / 3600:.2f} h of audio)"),
         ("failures", str(info["failures"])),
         ("threshold", thr),
-        ("basis", info["threshold_basis"] or "not recorded"),
+        ("basis", (info["threshold_basis"] or "not recorded")
+         + (f"; {info['threshold_changed_speakers']} speakers changed since (recalibrated at 1 %)"
+            if info.get("threshold_changed_speakers") else "")),
         ("size", f"{info['bytes_on_disk'] / 1e6:.2f} MB"),
         ("storage", f"format {info.get('format_version')}, {info.get('segments')} segments, "
                     f"{info.get('dead_rows')} removed clips not compacted yet"),

@@ -441,6 +441,23 @@ class SpeakerIndex:
         """(speaker, speaker, centroid cosine) of names the calibration took for one voice."""
         return [(a, b, float(c)) for a, b, c in self._threshold.get("near_duplicates", [])]
 
+    @property
+    def threshold_changed_speakers(self) -> int:
+        """Speakers added, given clips or removed since the threshold was set, as counted by
+        :meth:`count_threshold_changes` (0 right after a calibration)."""
+        return int(self._threshold.get("changed_speakers", 0))
+
+    def count_threshold_changes(self, n: int) -> None:
+        """Count ``n`` more changed speakers against the threshold, kept in its record and saved
+        with it (:func:`speakerid.calibration.refresh_open_set` recalibrates when they reach a
+        share of the gallery). Setting a threshold resets the count."""
+        self._check_writable()
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(f"the count of changed speakers must be a non-negative integer, got {n!r}")
+        if n:
+            self._threshold = {**self._threshold, "changed_speakers": self.threshold_changed_speakers + n}
+            self._dirty = True
+
     def __len__(self) -> int:
         return self._n_committed + self._pending.n
 
@@ -764,6 +781,7 @@ class SpeakerIndex:
             "threshold_basis": self.threshold_basis,
             "threshold_warnings": self.threshold_warnings,
             "near_duplicate_speakers": [list(x) for x in self.near_duplicate_speakers],
+            "threshold_changed_speakers": self.threshold_changed_speakers,  # since it was set
             "bytes_on_disk": self._bytes,
             "created_at": self._created_at,
             "updated_at": self._updated_at,

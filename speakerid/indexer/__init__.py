@@ -58,7 +58,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..calibration import calibrate_open_set
+from ..calibration import refresh_open_set
 from ..config import EmbedOptions
 from ..corpus import AUDIO_EXTENSIONS, Corpus, Item, discover
 from ..embedder import Embedder
@@ -325,10 +325,11 @@ def remove_speaker(
     rebuild_threshold: bool = True,
     wait_s: float | None = 0.0,
 ) -> int:
-    """Remove every clip of speaker ``name``, recalibrate the threshold, save; returns the count."""
+    """Remove every clip of speaker ``name``, recalibrate the threshold when due
+    (:func:`speakerid.calibration.refresh_open_set`), save; returns the count."""
     with SpeakerIndex.open(index_dir, writable=True, wait_s=wait_s) as index:
         n = index.remove_speaker(name)
         if rebuild_threshold:
-            calibrate_open_set(index)
+            refresh_open_set(index, 1)
         index.save()
     return n

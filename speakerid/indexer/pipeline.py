@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .._io import sha256_file
-from ..calibration import calibrate_open_set
+from ..calibration import refresh_open_set
 from ..corpus import Item
 from ..embedder import Embedder, Embedding, Prepared
 from ..identify import model_verification_threshold
@@ -154,8 +154,8 @@ class _Pipeline:
         self.floor: float | None = None
         if calibrate:
             self.floor = model_verification_threshold(index.spec.model)
-        #: Clips were added since the threshold was last calibrated.
-        self.gallery_changed = False
+        #: Speakers given clips since the threshold was last calibrated (or its changes counted).
+        self.changed_speakers: set[str] = set()
         self.counts = _Counts()
         utt = index.utterances()
         shas = utt["sha256"].to_pylist()
@@ -258,7 +258,7 @@ class _Pipeline:
                 durations_s=[e.duration_s for _, e in good],
                 speech_s=[e.speech_s for _, e in good],
             )
-        self.gallery_changed = self.gallery_changed or bool(good)
+        self.changed_speakers.update(self.items[r.i].speaker for r, _ in good)
         for r, e in good:
             self.counts.embedded += 1
             self.counts.audio_s += e.duration_s
@@ -339,9 +339,9 @@ class _Pipeline:
         if not final:
             report(self.progress, "checkpoint", self.counts.done, len(self.items))
         self._record_failures()
-        if self.calibrate and (self.gallery_changed or force_calibration):
-            calibrate_open_set(self.index, floor=self.floor)
-            self.gallery_changed = False
+        if self.calibrate and (self.changed_speakers or force_calibration):
+            refresh_open_set(self.index, len(self.changed_speakers), force=force_calibration, floor=self.floor)
+            self.changed_speakers = set()
         self.index.save()
         self.unsaved_work_s = 0.0
         return True
