@@ -221,8 +221,9 @@ def bench_model(name: str, clip: Path, upstream: Path, threads: int, repeats: in
                                   "windows_run": emb.vad.timed_run(samples),
                                   "windows_full": vad_seq.timed_run(samples)}}
     out["vad_embedder_same_speech"] = bool(np.array_equal(emb.vad.keep_speech(samples), speech))
-    out["vad_sequence_bit_identical"] = bool(
-        np.array_equal(vad_seq.probabilities(samples), vad_one.probabilities(samples))
+    # the sequence model runs its STFT in numpy (speakerid.vad._SplitSequence): equal to float rounding
+    out["vad_sequence_max_abs_diff"] = float(
+        np.abs(vad_seq.probabilities(samples) - vad_one.probabilities(samples)).max()
     )
     with torch.no_grad():
         ref = net(tensor).numpy().reshape(len(batch), -1)
@@ -319,7 +320,8 @@ def markdown(report: dict) -> str:
         first = per_threads[0]
         lines += ["", f"Input to the model: {first['input_shape']} from {first['speech_s']:.2f} s of speech; "
                   f"ONNX vs torch min cosine {first['onnx_vs_torch_min_cosine']:.7f}; sequence VAD "
-                  f"probabilities bit-identical to the stateful model's: {first['vad_sequence_bit_identical']}."]
+                  f"probabilities against the stateful model's: max abs diff "
+                  f"{first.get('vad_sequence_max_abs_diff', float('nan')):.1e} (its STFT in numpy)."]
         if "numpy_vs_knf_fbank" in first:
             d = first["numpy_vs_knf_fbank"]
             lines.append(f"Numpy vs kaldi-native-fbank features: max abs diff {d['max_abs_diff']:.2e}, "

@@ -173,7 +173,8 @@ def _numpy_fbank(x: np.ndarray, opts: FbankOptions, dither_seed: int | None = 0)
     (1 - c) x[0]) and windows. Both first steps are linear, so they run on the whole signal once
     (d = x[1:] - c x[:-1]; each frame's mean from a cumulative sum) and a frame is then
     ``window * (d - (1 - c) mean)`` read from a strided view: two passes over the frames
-    instead of six (10 s of speech: 6.3 -> ~3 ms with the mel product below). Dither noise,
+    instead of six (10 s of speech: 6.3 -> 4.7 ms with the mel product below, 3.5 ms with the
+    frame means from chunk sums and the pre-emphasis in place). Dither noise,
     drawn per frame as kaldi does, goes through the same linear steps and is added."""
     length, shift, padded = _frame_sizes(opts)
     bins = opts.num_mel_bins
@@ -185,12 +186,20 @@ def _numpy_fbank(x: np.ndarray, opts: FbankOptions, dither_seed: int | None = 0)
     window = _kaldi_window(opts.window_type, length)
     c = float(_F32(opts.preemphasis))
     starts = shift * np.arange(n)
-    if opts.remove_dc_offset:
-        csum = np.concatenate([[0.0], np.cumsum(sig)])
-        means = (csum[starts + length] - csum[starts]) / length
+    if opts.remove_dc_offset:  # frame sums from sums of gcd(length, shift)-sample chunks
+        g = math.gcd(length, shift)
+        chunks = (shift * (n - 1) + length) // g
+        csum = np.zeros(chunks + 1)
+        np.cumsum(sig[: chunks * g].reshape(chunks, g).sum(axis=1), out=csum[1:])
+        first = starts // g
+        means = (csum[first + length // g] - csum[first]) / length
     else:
         means = np.zeros(n)
-    diff = sig[1:] - c * sig[:-1]
+    # in place: a cumulative sum and two temporaries of the whole signal cost 1.6 of the 4.7 ms
+    # of 10 s of speech (each fresh 1.3 MB array is page-faulted in); this way 0.2 ms
+    diff = np.empty(sig.size - 1)
+    np.multiply(sig[:-1], -c, out=diff)
+    diff += sig[1:]
     rest = np.lib.stride_tricks.sliding_window_view(diff, length - 1)[::shift] if length > 1 else None
     rng = np.random.default_rng(dither_seed) if opts.dither != 0.0 else None
     block = min(_FBANK_BLOCK_FRAMES, n)
