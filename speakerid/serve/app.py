@@ -185,7 +185,7 @@ def _speaker_routes(app: FastAPI, service: GalleryService) -> None:
     @app.delete("/v1/speakers/{name}", response_model=S.Deletion, responses=_errors(403, 404, 422),
                 tags=["speakers"])
     async def delete(request: Request, name: Name, who: Principal = _ADMIN) -> dict:
-        """Remove a speaker and every clip of it (the threshold is recalibrated)."""
+        """Remove a speaker and every clip of it (the threshold is recalibrated once 1 % of the speakers changed)."""
         name = check_name(name, o.max_name_chars_n)
         return await service.write(service.delete, name, who, _request_id(request))
 
