@@ -301,8 +301,11 @@ class SpeakerIndex:
             return
         from ..identify import identify  # imported here: identify imports this package
 
+        # without a threshold of its own the default one is the model's, whose lookup hashes the
+        # model file (~20 ms): the warm-up then gives one, identification's cost is the same
+        thr = None if self.threshold is not None else 1.0
         try:
-            identify(self, q, k=min(10, len(self._roster)))
+            identify(self, q, k=min(10, len(self._roster)), threshold=thr)
         except SpeakeridError as e:
             log.debug("warm-up identification of %s failed: %s", self._dir, e)
 
