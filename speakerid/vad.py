@@ -47,11 +47,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+from pathlib import Path
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
+from ._io import SHARED_FILE, write_bytes
 from .config import VadOptions
 from .errors import ConfigError, InvalidAudioError, ModelError, NoSpeechError, TooShortError
 
@@ -335,40 +337,59 @@ class _SplitSequence:
         return self._tail.run(names, {_STFT_OUT: _stft_magnitude(feeds["input"]), "h": feeds["h"], "c": feeds["c"]})
 
 
-def _split_sequence(session: Any, path: str, so: Any) -> Any:
-    """:class:`_SplitSequence` over the sequence model at ``path``, or ``session`` itself (the
-    whole graph, exact but slower) when the graph is not the one expected: the cut is checked on
-    a fixed input against the whole graph before it is used."""
+def _tail_model(path: str) -> bytes:
+    """The sequence model at ``path`` from its STFT magnitudes on (serialised ONNX): the nodes
+    after the STFT, the Constants and initialisers they use, the magnitudes as the input."""
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    try:
-        model = onnx.load(path)
-        g = model.graph
-        start = next(i for i, n in enumerate(g.node) if n.op_type == "Conv" and n.input and n.input[0] == _STFT_OUT)
-        nodes = list(g.node[start:])
-        need = {i for n in nodes for i in n.input}
-        consts = [n for n in g.node[:start] if n.op_type == "Constant" and n.output[0] in need]
-        inputs = [helper.make_tensor_value_info(_STFT_OUT, TensorProto.FLOAT, ["n", _STFT_N // 2 + 1, 4])]
-        inputs += [i for i in g.input if i.name in ("h", "c")]
-        tail_graph = helper.make_graph(consts + nodes, "silero_vad_tail", inputs, list(g.output),
-                                       [t for t in g.initializer if t.name in need])
-        tail_model = helper.make_model(tail_graph, opset_imports=model.opset_import, ir_version=model.ir_version)
-        split = _SplitSequence(session, ort.InferenceSession(tail_model.SerializeToString(), sess_options=so,
-                                                             providers=["CPUExecutionProvider"]))
-        rng = np.random.default_rng(0)
-        t = np.arange(8 * (_CONTEXT + WINDOW)) / SAMPLE_RATE_HZ
-        x = (0.3 * np.sin(2 * np.pi * 220.0 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
-        feeds = {"input": x.reshape(8, _CONTEXT + WINDOW), "h": np.zeros((1, 1, _HIDDEN), np.float32),
-                 "c": np.zeros((1, 1, _HIDDEN), np.float32)}
-        want, got = session.run(["speech_probs"], feeds)[0], split.run(["speech_probs"], feeds)[0]
-        if want.shape != got.shape or not np.allclose(want, got, rtol=0.0, atol=1e-5):
-            raise ValueError(f"probabilities differ by {np.abs(want - got).max():.2e}")
-    except Exception as exc:  # any surprise in the graph: the whole model, as it comes
-        log.debug("VAD %s runs as one graph (its STFT could not be split off: %s)", path, exc)
-        return session
-    return split
+    model = onnx.load(path)
+    g = model.graph
+    start = next(i for i, n in enumerate(g.node) if n.op_type == "Conv" and n.input and n.input[0] == _STFT_OUT)
+    nodes = list(g.node[start:])
+    need = {i for n in nodes for i in n.input}
+    consts = [n for n in g.node[:start] if n.op_type == "Constant" and n.output[0] in need]
+    inputs = [helper.make_tensor_value_info(_STFT_OUT, TensorProto.FLOAT, ["n", _STFT_N // 2 + 1, 4])]
+    inputs += [i for i in g.input if i.name in ("h", "c")]
+    tail = helper.make_graph(consts + nodes, "silero_vad_tail", inputs, list(g.output),
+                             [t for t in g.initializer if t.name in need])
+    return helper.make_model(tail, opset_imports=model.opset_import, ir_version=model.ir_version).SerializeToString()
+
+
+def _split_sequence(session: Any, path: str, so: Any) -> Any:
+    """:class:`_SplitSequence` over the sequence model at ``path``, or ``session`` itself (the
+    whole graph, exact but slower) when the graph is not the one expected. Every load checks the
+    split against the whole graph on a fixed input before using it. The tail graph is made once
+    (with the onnx package, ~0.55 s to import) and kept beside the model as ``*.tail.onnx``; a
+    tail file that fails the check is made again."""
+    import onnxruntime as ort
+
+    tail_path = Path(path).with_name(Path(path).stem + ".tail.onnx")
+    rng = np.random.default_rng(0)
+    t = np.arange(8 * (_CONTEXT + WINDOW)) / SAMPLE_RATE_HZ
+    x = (0.3 * np.sin(2 * np.pi * 220.0 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    feeds = {"input": x.reshape(8, _CONTEXT + WINDOW), "h": np.zeros((1, 1, _HIDDEN), np.float32),
+             "c": np.zeros((1, 1, _HIDDEN), np.float32)}
+    want = session.run(["speech_probs"], feeds)[0]
+    for made in (False, True):
+        try:
+            if not made and not tail_path.is_file():
+                continue
+            tail = _tail_model(path) if made else tail_path.read_bytes()
+            split = _SplitSequence(session, ort.InferenceSession(tail, sess_options=so, providers=["CPUExecutionProvider"]))
+            got = split.run(["speech_probs"], feeds)[0]
+            if want.shape != got.shape or not np.allclose(want, got, rtol=0.0, atol=1e-5):
+                raise ValueError(f"probabilities differ by {np.abs(want - got).max():.2e}")
+        except Exception as exc:  # any surprise in the graph or the file: try again, else the whole model
+            log.debug("VAD %s: %s tail graph not used: %s", path, "a new" if made else "the cached", exc)
+            continue
+        if made:
+            try:
+                write_bytes(tail_path, tail, SHARED_FILE)
+            except OSError as exc:  # a read-only cache: made again on the next load
+                log.debug("VAD tail graph not kept at %s: %s", tail_path, exc)
+        return split
+    return session
 
 
 def _check_model(session: Any, path: str) -> None:

@@ -393,3 +393,29 @@ def test_models_info_before_pull(home) -> None:
     assert info["cached"] is False and "spec" not in info
     assert info["dim"] == 256 and info["weights_sha256"] == BUILTIN["ge2e"].weights.sha256
     assert store.is_cached("campplus") is False
+
+
+def test_converter_versions_are_readable_without_the_converters() -> None:
+    """store checks a cached model's converter version from models.versions (the converters
+    import onnx, ~0.55 s); each converter's own CONVERTER_VERSION is that one."""
+    from importlib import import_module
+
+    from speakerid.models.registry import BUILTIN
+    from speakerid.models.versions import CONVERTER_VERSIONS
+
+    for spec in BUILTIN.values():
+        mod = import_module(f"speakerid.models.{spec.converter}")
+        assert CONVERTER_VERSIONS[spec.converter] == mod.CONVERTER_VERSION, spec.converter
+
+
+def test_loading_an_embedder_does_not_import_onnx() -> None:
+    """With the models cached, an Embedder loads on ONNX Runtime alone: the onnx package
+    (~0.55 s to import) is for converting, and the VAD's tail graph is kept after its first use."""
+    import subprocess
+    import sys
+
+    code = "import sys; from speakerid.embedder import Embedder; Embedder('campplus'); print('onnx' in sys.modules)"
+    # the first load of a machine may convert or make the tail graph (onnx); the next one does not
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr

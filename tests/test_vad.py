@@ -513,3 +513,33 @@ def test_gate_only_for_long_kept_pauses(vad_onnx, vad_sequence_onnx) -> None:
     assert not SileroVad(vad_onnx, VadOptions(), schedule="auto").gated  # the stateful model: full
     with pytest.raises(ConfigError):
         SileroVad(vad_sequence_onnx, VadOptions(), schedule="sometimes")
+
+
+def test_sequence_tail_graph_is_kept_checked_and_remade(vad_sequence_onnx, clips, tmp_path, monkeypatch) -> None:
+    """The split sequence model's tail graph is made once and kept beside the model; a damaged
+    kept file is caught by the load-time check and made again; an unwritable directory still
+    gives the split model (made in memory)."""
+    import shutil
+
+    from speakerid import vad as vad_mod
+
+    model = tmp_path / "silero_vad_16k_sequence.onnx"
+    shutil.copy(vad_sequence_onnx, model)
+    tail = tmp_path / "silero_vad_16k_sequence.tail.onnx"
+    x = next(iter(clips.values()))
+    first = SileroVad(model, OPTION_SETS[0])
+    assert tail.is_file() and isinstance(first._session, vad_mod._SplitSequence)
+    want = first.probabilities(x)
+    tail.write_bytes(b"not an onnx graph")
+    again = SileroVad(model, OPTION_SETS[0])
+    assert isinstance(again._session, vad_mod._SplitSequence) and tail.stat().st_size > 100_000
+    np.testing.assert_array_equal(again.probabilities(x), want)
+    tail.unlink()
+
+    def read_only(*a, **kw):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(vad_mod, "write_bytes", read_only)  # (chmod does not stop root)
+    ro = SileroVad(model, OPTION_SETS[0])
+    assert isinstance(ro._session, vad_mod._SplitSequence) and not tail.exists()
+    np.testing.assert_array_equal(ro.probabilities(x), want)

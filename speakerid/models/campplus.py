@@ -18,8 +18,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import CheckpointError
+from . import versions
 
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = versions.CAMPPLUS
 
 OPSET = 17
 BN_EPS = 1e-5  # torch BatchNorm default; eps is not stored in the checkpoint

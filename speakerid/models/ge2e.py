@@ -20,9 +20,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import CheckpointError
+from . import versions
 
 #: Bumped whenever the graph this module builds changes, so cached ONNX files are rebuilt.
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = versions.GE2E
 
 INPUT_NAME = "mels"
 OUTPUT_NAME = "embedding"

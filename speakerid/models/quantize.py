@@ -38,12 +38,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, ModelError
-from . import campplus
+from . import campplus, versions
 
 log = logging.getLogger("speakerid")
 
 #: The FP32 converter's version, then this recipe's (op selection, calibration set and method).
-CONVERTER_VERSION = f"{campplus.CONVERTER_VERSION}+int8.1"
+CONVERTER_VERSION = versions.QUANTIZE
 
 CALIBRATION_FILE = Path(__file__).with_name("data") / "campplus_int8_calibration.npz"
 #: Calibration windows cut from a user's audio: 3 s (the length of the bundled ones), at most

@@ -66,6 +66,7 @@ from .integrity import (  # noqa: F401  (file_checksum: re-exported, part of the
 )
 from .registry import BUILTIN, VAD_SEQUENCE_WEIGHTS, VAD_WEIGHTS, WeightFile, Wheel
 from .spec import ONNX_FILE, SPEC_FILE, SPEC_VERSION, ModelSpec
+from .versions import CONVERTER_VERSIONS
 
 log = logging.getLogger("speakerid")
 
@@ -203,7 +204,7 @@ def _check(name: str) -> Check:
         return Check(CORRUPT, str(exc))
     if name in BUILTIN:
         b = BUILTIN[name]
-        version = _converter(b.converter).CONVERTER_VERSION
+        version = CONVERTER_VERSIONS.get(b.converter) or _converter(b.converter).CONVERTER_VERSION
         if spec.weights_sha256 != b.weights.sha256:
             return Check(STALE, f"was made from weights {short_digest(spec.weights_sha256)}, not the pinned ones", spec)
         if spec.converter_version != version:
