@@ -453,11 +453,11 @@ class Crash(Exception):
 
 SAVE_WRITES = [
     "s000002.faiss", "s000002.ids.npy", "s000002.clips.parquet", "s000002.speakers.parquet",
-    "failures.parquet", "manifest.json",
+    "s000002.sha.npy", "s000002.path.npy", "failures.parquet", "manifest.json",
 ]
 
 
-@pytest.mark.parametrize("fail_at", range(7))  # 4 segment files, the version's 2, CURRENT
+@pytest.mark.parametrize("fail_at", range(9))  # 6 segment files, the version's 2, CURRENT
 def test_crash_in_save_keeps_previous_version(
     built: tuple[Path, np.ndarray], rng, monkeypatch, fail_at: int
 ) -> None:

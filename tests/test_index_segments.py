@@ -76,10 +76,11 @@ def test_saves_append_and_removal_is_a_tombstone(tmp_path: Path, rng, monkeypatc
         add(ix, x[:1], ["s00000"], 1000)
         ix.save()
         after = files(d)
-        # one clip = one new segment (4 small files); nothing written before is touched
+        # one clip = one new segment (6 small files); nothing written before is touched
         assert {k: v for k, v in after.items() if k in before} == before
         new = sorted(set(after) - set(before))
-        assert new == ["s000002.clips.parquet", "s000002.faiss", "s000002.ids.npy", "s000002.speakers.parquet"]
+        assert new == ["s000002.clips.parquet", "s000002.faiss", "s000002.ids.npy", "s000002.path.npy",
+                       "s000002.sha.npy", "s000002.speakers.parquet"]
         assert sum((d / "segments" / f).stat().st_size for f in new) < 20_000
         assert ix.remove_speaker("s00003") == 10
         assert ix.remove_speaker("s00000") == 11  # its clips in two segments
@@ -270,7 +271,7 @@ def test_open_maps_clip_segments_and_reads_no_clip_rows(tmp_path: Path, rng, mon
     assert identify(ix, x[0], 3, threshold=0.0)[0].speaker == "s00000"
     assert reads == []  # centroid scoring needs none
     assert ix.search(x[:1], 1)[1][0, 0] == 0 and reads == []  # nor clip search without removals
-    assert ix.has_sha256(sha(3)) and reads == ["sha256"]  # resume reads one column
+    assert ix.has_sha256(sha(3)) and reads == []  # resume reads the mapped lookup file, no column
 
 
 def test_model_mismatch_and_modes(tmp_path: Path, rng) -> None:

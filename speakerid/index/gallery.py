@@ -35,6 +35,8 @@ from . import backend, clips
 from .lock import WriterLock
 from .recovery import read_live, refuse_to_collect_data
 from .segments import (
+    ClipLookup,
+    ContentKeys,
     Manifest,
     Segment,
     check_file,
@@ -45,6 +47,7 @@ from .segments import (
     read_parquet,
     referenced_files,
     snapshot_files,
+    write_keys,
     write_manifest,
     write_segment,
     write_snapshot,
@@ -119,6 +122,9 @@ class _Pending:
         self.ids: list[np.ndarray] = []
         self.tables: list[pa.Table] = []
         self.sums: dict[str, list[Any]] = {}
+        #: sha256 -> speaker and path -> sha256 of these clips (the newest wins), for ClipLookup.
+        self.by_sha: dict[str, str] = {}
+        self.by_path: dict[str, str] = {}
         self._seg: Segment | None = None
 
     @property
@@ -134,7 +140,13 @@ class _Pending:
             e[0] = e[0] + x[i]
             e[1] += 1
             e[2] += float(speech[i])
+        self._note(rows)
         self._seg = None
+
+    def _note(self, rows: pa.Table) -> None:
+        for sha, path, spk in zip(rows["sha256"].to_pylist(), rows["path"].to_pylist(), rows["speaker"].to_pylist()):
+            self.by_sha[sha] = spk
+            self.by_path[path] = sha
 
     def segment(self) -> Segment:
         if self._seg is None:
@@ -156,6 +168,8 @@ class _Pending:
             self.index.add(np.ascontiguousarray(vecs[keep]))
         self.ids = [seg.ids[keep]]
         self.tables = [seg.clips().filter(pa.array(keep))]
+        self.by_sha, self.by_path = {}, {}
+        self._note(self.tables[0])
         self._seg = None
         return int((~keep).sum())
 
@@ -653,11 +667,36 @@ class SpeakerIndex:
         return self._sha
 
     def has_sha256(self, sha256: str) -> bool:
-        """Whether a clip with this content hash is already in the index."""
-        return sha256 in self._sha_counts()
+        """Whether a live clip with this content hash is in the index (unsaved ones included);
+        O(log n) per segment (:meth:`lookup_sha256`)."""
+        return self._lookup().contains_sha256(sha256)
 
     def known_sha256(self) -> set[str]:
+        """Every live content hash: reads every segment's sha256 column (O(gallery); the Ray
+        engine ships it to its workers). To ask about some clips, see :meth:`lookup_sha256`."""
         return set(self._sha_counts())
+
+    def lookup_sha256(self, sha256s: Iterable[str]) -> dict[str, str]:
+        """sha256 -> speaker, for the given content hashes that a live clip holds (the newest
+        such clip's speaker; unsaved clips included, removed speakers' clips not). O(log n) per
+        query and segment: the segments' lookup files, not their clip rows."""
+        return self._lookup().speakers_of(sha256s)
+
+    def lookup_paths(self, paths: Iterable[str]) -> dict[str, str]:
+        """path -> sha256 of the newest live clip indexed from that path (as stored: absolute
+        paths), for the given paths that have one. O(log n) like :meth:`lookup_sha256`."""
+        return self._lookup().sha256_of_paths(paths)
+
+    def clip_lookup(self) -> ClipLookup:
+        """A :class:`~speakerid.index.segments.ClipLookup` of the index as it is now: later
+        changes (adds, removals, saves) do not change its answers, and it may be queried from
+        several threads while the index changes (the indexer's workers do)."""
+        p = self._pending
+        return ClipLookup(self._segments, dict(self._tombs), dict(p.by_sha), dict(p.by_path))
+
+    def _lookup(self) -> ClipLookup:
+        # the live maps, not copies: a loop of add() + has_sha256() stays O(1) per clip
+        return ClipLookup(self._segments, self._tombs, self._pending.by_sha, self._pending.by_path)
 
     def speakers(self) -> list[str]:
         """Enrolled speaker names, sorted."""
@@ -820,8 +859,10 @@ class SpeakerIndex:
         if self._pending.n:
             p = self._pending.segment()
             # merged into the new base at once when compacting: not written twice
-            rec = None if full else write_segment(self._dir, self._next_seq, p.index, p.ids, p.clips(), p.delta)
-            self._segments.append(Segment(self._next_seq, p.index, p.ids, p.clips(), delta=p.delta, record=rec))
+            keys = None if full else ContentKeys.of(p.clips())
+            rec = None if full else write_segment(self._dir, self._next_seq, p.index, p.ids, p.clips(), p.delta, keys)
+            self._segments.append(Segment(self._next_seq, p.index, p.ids, p.clips(), delta=p.delta, record=rec,
+                                          keys=keys))
             self._n_committed += self._pending.n
             self._next_seq += 1
             self._pending = _Pending(self.dim)
@@ -829,6 +870,10 @@ class SpeakerIndex:
             self._compact_full()
         elif compact is None:
             self._merge_tail()
+        for seg in self._segments:  # segments saved before lookup files: the keys a lookup made, kept
+            keys = seg.keys_to_store()
+            if keys is not None:
+                seg.record = write_keys(self._dir, seg.record, keys)
         updated = now().isoformat()
         m = Manifest(
             number=number, spec=self._spec, threshold=self._threshold, next_id=self._next_id,
@@ -921,9 +966,10 @@ class SpeakerIndex:
                 index.add(x)
             delta = delta_table(self._sums_of(x, table))
             seq = self._next_seq
-            rec = write_segment(self._dir, seq, index, ids, table, delta)
+            keys = ContentKeys.of(table)
+            rec = write_segment(self._dir, seq, index, ids, table, delta, keys)
             self._next_seq += 1
-            merged = Segment(seq, index, ids, table, delta=delta, record=rec)
+            merged = Segment(seq, index, ids, table, delta=delta, record=rec, keys=keys)
             self._segments = [s for s in self._segments if s not in run] + [merged]
             self._dead_rows -= dropped
             log.debug("%s: merged %d segments into %s (%d rows)", self._dir, len(run), seq, len(ids))
@@ -933,13 +979,14 @@ class SpeakerIndex:
         seq = self._next_seq
         index = backend.build_inner(self._spec, x)
         delta = delta_table(self._sums_of(x, table))
-        rec = write_segment(self._dir, seq, index, ids, table, delta)
+        keys = ContentKeys.of(table)
+        rec = write_segment(self._dir, seq, index, ids, table, delta, keys)
         snap_table, cent = self._roster.snapshot_arrays()
         probes = x[np.random.default_rng(len(x)).choice(len(x), min(len(x), CALIBRATION_QUERIES_N), replace=False)]
         cindex = build_centroid_index(self._spec, cent, probes)  # the gallery's clips calibrate nprobe
         snap = write_snapshot(self._dir, seq + 1, seq, snap_table, cent, cindex)
         self._next_seq += 2
-        self._segments = [Segment(seq, index, ids, table, delta=delta, record=rec)]
+        self._segments = [Segment(seq, index, ids, table, delta=delta, record=rec, keys=keys)]
         self._roster.set_snapshot(snap_table, cent, cindex)
         self._snapshot, self._tombs, self._dead_rows = snap, {}, 0
         self._maps = None
@@ -1006,6 +1053,10 @@ def load_version(d: Path, name: str, verify: bool | str) -> SpeakerIndex:
                 raise IndexCorruptError(f"{where}: {e}") from e
             if bad:
                 raise IndexCorruptError(f"{where}: segment {seg.seq}: its clip rows and its ids differ")
+            try:
+                seg.check_keys()
+            except IndexCorruptError as e:
+                raise IndexCorruptError(f"{where}: {e}") from e
         if sum(ix._roster.n_clips(s) for s in ix._roster.sorted_names()) != len(ix):
             raise IndexCorruptError(f"{where}: the speakers' clip counts disagree with the segments")
     return ix
