@@ -1,6 +1,6 @@
 """What an enrolment of one clip pays to ask "is this content / this path already indexed?"
 (issue 11): the indexer's set-up against the gallery, at 1e4 and 1e6 clips, before and after
-the segments' lookup files (:class:`speakerid.index.segments.ContentKeys`).
+the segments' lookup files (:class:`speakerid.index.lookup.ContentKeys`).
 
 Galleries: copies of ready ones (``--small-src`` / ``--big-src``, real CAM++ spec; by default
 /tmp/scale/rsmall and /tmp/scale/rbig, built by bench_scale's ``build(data="real")``), or built
