@@ -234,7 +234,7 @@ def test_keep_pauses_matches_padding_reference(ref) -> None:
 def test_sequence_model_matches_the_stateful_one(vad_onnx, vad_sequence_onnx, clips, monkeypatch) -> None:
     """The sequence model as one graph gives the stateful model's probabilities to the bit,
     however the input is cut into pushes and batches; with its STFT in numpy (the default) to
-    1e-6, and the same segments."""
+    5e-6 (float32 rounding), and the same segments."""
     from speakerid import vad as vad_mod
 
     one, many = SileroVad(vad_onnx, OPTION_SETS[0]), SileroVad(vad_sequence_onnx, OPTION_SETS[0])
@@ -248,7 +248,7 @@ def test_sequence_model_matches_the_stateful_one(vad_onnx, vad_sequence_onnx, cl
     for x in [*clips.values(), long, long[:1000], long[:WINDOW]]:
         want = one.probabilities(x)
         np.testing.assert_array_equal(whole.probabilities(x), want)
-        np.testing.assert_allclose(many.probabilities(x), want, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(many.probabilities(x), want, rtol=0, atol=5e-6)  # float32, as the Conv
         assert many.segments(x) == one.segments(x)
     rng = np.random.default_rng(11)
     cuts = np.sort(rng.integers(0, len(long), 25))
