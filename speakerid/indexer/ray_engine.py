@@ -53,10 +53,13 @@ log = logging.getLogger("speakerid")
 __all__ = ["RAY_BATCH", "build_index_ray", "ray_available"]
 
 #: Clips per map_batches call. Small, so that the actors stay balanced on clips of very
-#: different lengths (librispeech-251: 1.6 s to 17 s) and the driver can commit in corpus
-#: order without holding much; a call costs ~1 ms of Ray overhead against ~60 ms of
-#: embedding per clip (12 s of audio at ~200x real time), so 4 clips keep it under 1 %.
-RAY_BATCH = 4
+#: different lengths (librispeech-251: 1.6 s to 17 s) and the first results come soon; but each
+#: call costs the driver (Ray Data's scheduling, results) CPU that the actors' cores pay for: a
+#: 2x librispeech-251 build on 2 cores took 9.0 s of driver CPU in 53.1 s with 4 clips a call,
+#: 5.6 s in 51.5 s with 16. Over the local engine (benchmarks/bench_ray.py, whole builds): 4 clips,
+#: 13.1 % on librispeech-251 but 18.3 % on 4 times as much (driver-bound); 16 clips, 15.3 % /
+#: 7.0 % (a later first clip); 8 clips, 12.6 % / 8.2 %.
+RAY_BATCH = 8
 
 
 def ray_available() -> bool:
