@@ -9,6 +9,7 @@ format-1 index; verify catches damaged lookup files; ``add_files`` reads no clip
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from pathlib import Path
 
@@ -276,7 +277,7 @@ def test_add_files_reads_no_clip_rows(tmp_path: Path, librispeech: Path, librisp
         ix.add(x, [f"g{i % 20}" for i in range(n)], [f"/g/{i}.wav" for i in range(n)], [sha(i) for i in range(n)],
                [2.0] * n, [1.5] * n)
         ix.save()
-        ix.add(x[:2], ["alice", "carol"], [str(known.resolve()), str(changed.resolve())],
+        ix.add(x[:2], ["alice", "carol"], [os.path.abspath(known), os.path.abspath(changed)],  # as the indexer stores paths
                [hashlib.sha256(known.read_bytes()).hexdigest(), sha(999)], [2.0] * 2, [1.5] * 2)
         ix.save()
     reads: list[str] = []
@@ -294,7 +295,7 @@ def test_add_files_reads_no_clip_rows(tmp_path: Path, librispeech: Path, librisp
                     rebuild_threshold=False)
     assert (rep.files_skipped_known, rep.files_embedded, rep.files_failed) == (1, 2, 0)
     assert any("already indexed as speaker 'alice', not 'bob'" in w for w in rep.warnings)
-    assert any(f"{changed.resolve()} changed since it was indexed" in w for w in rep.warnings)
+    assert any(f"{os.path.abspath(changed)} changed since it was indexed" in w for w in rep.warnings)
     assert reads == ["speaker"]  # only for the known clip's speaker, from the segment holding it
     monkeypatch.undo()
     ix = SpeakerIndex.open(d)
