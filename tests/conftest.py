@@ -91,3 +91,23 @@ def run_main(args: list, monkeypatch, capsys) -> tuple[int, str, str]:
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
+
+# -- the REST service tests (test_serve*.py): module scope, one fixture set per file ---------------
+
+
+@pytest.fixture(scope="module")
+def env(librispeech, tmp_path_factory):
+    """The service's gallery, keys and main server (tests/serve_helpers.py: made once)."""
+    import serve_helpers as H
+
+    H.require_serve_extra()
+    return H.setup(librispeech, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def http(env):
+    """An httpx client of the main server."""
+    import httpx
+
+    with httpx.Client(base_url=env.main.url, timeout=60) as c:
+        yield c

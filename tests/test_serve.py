@@ -13,20 +13,6 @@ import serve_helpers as H
 from conftest import run_main
 
 
-@pytest.fixture(scope="module")
-def env(librispeech, tmp_path_factory) -> H.Env:
-    H.require_serve_extra()
-    return H.setup(librispeech, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def http(env):
-    import httpx
-
-    with httpx.Client(base_url=env.main.url, timeout=60) as c:
-        yield c
-
-
 def _clip(path) -> tuple[str, bytes, str]:
     return (path.name, path.read_bytes(), "audio/wav")
 

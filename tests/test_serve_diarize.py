@@ -16,12 +16,6 @@ from diarize_helpers import conversation
 
 
 @pytest.fixture(scope="module")
-def env(librispeech, tmp_path_factory) -> H.Env:
-    H.require_serve_extra()
-    return H.setup(librispeech, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def http(env):
     import httpx
 

@@ -7,14 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 import serve_helpers as H
-
-
-@pytest.fixture(scope="module")
-def env(librispeech, tmp_path_factory) -> H.Env:
-    H.require_serve_extra()
-    return H.setup(librispeech, tmp_path_factory)
 
 
 def _names(url: str, key: str) -> dict[str, int]:

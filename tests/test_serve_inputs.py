@@ -11,22 +11,7 @@ import threading
 import time
 
 import numpy as np
-import pytest
 import serve_helpers as H
-
-
-@pytest.fixture(scope="module")
-def env(librispeech, tmp_path_factory) -> H.Env:
-    H.require_serve_extra()
-    return H.setup(librispeech, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def http(env):
-    import httpx
-
-    with httpx.Client(base_url=env.main.url, timeout=60) as c:
-        yield c
 
 
 def _error(r, status: int, code: str) -> str:

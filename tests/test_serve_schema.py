@@ -4,18 +4,11 @@ one the document declares, and every body (error bodies included) matches its sc
 
 from __future__ import annotations
 
-import pytest
 import serve_helpers as H
 
 #: Examples per operation and generation mode: bounded, so the test takes a few seconds.
 EXAMPLES_N = 12
 NO_INPUTS = ("/v1/health", "/v1/info", "/v1/speakers")
-
-
-@pytest.fixture(scope="module")
-def env(librispeech, tmp_path_factory) -> H.Env:
-    H.require_serve_extra()
-    return H.setup(librispeech, tmp_path_factory)
 
 
 def test_openapi_properties_hold_for_every_operation(env):

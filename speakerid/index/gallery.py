@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -196,7 +195,6 @@ class SpeakerIndex:
         self._failures_changed = True
         self._roster = Roster(spec.dim, spec)
         self._snapshot: dict[str, Any] | None = None
-        self._sha: Counter[str] | None = Counter()
         self._threshold: dict[str, Any] = dict(EMPTY)
         self._next_id = 0
         self._next_seq = 1
@@ -360,7 +358,6 @@ class SpeakerIndex:
         self._failures, self._failures_changed = v.failures, True
         self._roster = Roster.from_table(v.speakers, v.spec.dim, v.spec)
         self._snapshot = None
-        self._sha = None
         self._threshold = dict(v.threshold)
         self._next_id, self._next_seq = v.next_id, 1
         self._created_at, self._updated_at = v.created_at, v.updated_at
@@ -405,7 +402,6 @@ class SpeakerIndex:
         self._next_id, self._next_seq = m.next_id, m.next_seq
         self._created_at, self._updated_at = m.created_at, m.updated_at
         self._version, self._dirty, self._failures_changed = m.number, False, False
-        self._sha = None  # loaded on first use (resume needs it, identification does not)
         self._bytes = _bytes_of(vdir, m)
         self._maps = self._new_maps()  # now, so that the first identification costs what the next do
         return self
@@ -526,8 +522,6 @@ class SpeakerIndex:
         ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
         self._pending.add(x, ids, clips.clip_rows(ids, cols, self._spec.model), cols["speakers"], cols["speech_s"])
         self._roster.add(cols["speakers"], x, cols["speech_s"])
-        if self._sha is not None:
-            self._sha.update(cols["sha256s"])
         if self._failures.num_rows:
             before = self._failures.num_rows
             self._failures = clips.without_paths(self._failures, cols["paths"])
@@ -550,7 +544,6 @@ class SpeakerIndex:
             self._n_committed -= committed
             self._dead_rows += committed
         self._roster.remove(name)
-        self._sha = None  # recounted on first use
         self._changed()
         return total
 
@@ -654,18 +647,6 @@ class SpeakerIndex:
             raise ConfigError(f"unknown vector ids among {ids[~done].tolist()[:5]}")
         return out
 
-    def _sha_counts(self) -> Counter[str]:
-        if self._sha is None:
-            c: Counter[str] = Counter()
-            for seg in self._all_segments():
-                col = seg.column("sha256")
-                dead = seg.dead(self._tombs)
-                if len(dead):
-                    col = col.filter(pa.array(seg.live_mask(self._tombs)))
-                c.update(col.to_pylist())
-            self._sha = c
-        return self._sha
-
     def has_sha256(self, sha256: str) -> bool:
         """Whether a live clip with this content hash is in the index (unsaved ones included);
         O(log n) per segment (:meth:`lookup_sha256`)."""
@@ -674,7 +655,13 @@ class SpeakerIndex:
     def known_sha256(self) -> set[str]:
         """Every live content hash: reads every segment's sha256 column (O(gallery); the Ray
         engine ships it to its workers). To ask about some clips, see :meth:`lookup_sha256`."""
-        return set(self._sha_counts())
+        out: set[str] = set()
+        for seg in self._all_segments():
+            col = seg.column("sha256")
+            if len(seg.dead(self._tombs)):
+                col = col.filter(pa.array(seg.live_mask(self._tombs)))
+            out.update(col.to_pylist())
+        return out
 
     def lookup_sha256(self, sha256s: Iterable[str]) -> dict[str, str]:
         """sha256 -> speaker, for the given content hashes that a live clip holds (the newest
@@ -859,10 +846,8 @@ class SpeakerIndex:
         if self._pending.n:
             p = self._pending.segment()
             # merged into the new base at once when compacting: not written twice
-            keys = None if full else ContentKeys.of(p.clips())
-            rec = None if full else write_segment(self._dir, self._next_seq, p.index, p.ids, p.clips(), p.delta, keys)
-            self._segments.append(Segment(self._next_seq, p.index, p.ids, p.clips(), delta=p.delta, record=rec,
-                                          keys=keys))
+            self._segments.append(Segment(self._next_seq, p.index, p.ids, p.clips(), delta=p.delta) if full
+                                  else self._write_segment(self._next_seq, p.index, p.ids, p.clips(), p.delta))
             self._n_committed += self._pending.n
             self._next_seq += 1
             self._pending = _Pending(self.dim)
@@ -947,6 +932,13 @@ class SpeakerIndex:
             sums[names[w]] = [acc[i], int(n[i]), float(sp[i])]
         return sums
 
+    def _write_segment(self, seq: int, index: faiss.Index, ids: np.ndarray, table: pa.Table,
+                       delta: pa.Table) -> Segment:
+        """Write segment ``seq`` (with its lookup files); the Segment, its record and keys set."""
+        keys = ContentKeys.of(table)
+        rec = write_segment(self._dir, seq, index, ids, table, delta, keys)
+        return Segment(seq, index, ids, table, delta=delta, record=rec, keys=keys)
+
     def _merge_tail(self) -> None:
         covers = -1 if self._snapshot is None else int(self._snapshot["covers"])
         while True:
@@ -966,10 +958,8 @@ class SpeakerIndex:
                 index.add(x)
             delta = delta_table(self._sums_of(x, table))
             seq = self._next_seq
-            keys = ContentKeys.of(table)
-            rec = write_segment(self._dir, seq, index, ids, table, delta, keys)
+            merged = self._write_segment(seq, index, ids, table, delta)
             self._next_seq += 1
-            merged = Segment(seq, index, ids, table, delta=delta, record=rec, keys=keys)
             self._segments = [s for s in self._segments if s not in run] + [merged]
             self._dead_rows -= dropped
             log.debug("%s: merged %d segments into %s (%d rows)", self._dir, len(run), seq, len(ids))
@@ -979,14 +969,13 @@ class SpeakerIndex:
         seq = self._next_seq
         index = backend.build_inner(self._spec, x)
         delta = delta_table(self._sums_of(x, table))
-        keys = ContentKeys.of(table)
-        rec = write_segment(self._dir, seq, index, ids, table, delta, keys)
+        base = self._write_segment(seq, index, ids, table, delta)
         snap_table, cent = self._roster.snapshot_arrays()
         probes = x[np.random.default_rng(len(x)).choice(len(x), min(len(x), CALIBRATION_QUERIES_N), replace=False)]
         cindex = build_centroid_index(self._spec, cent, probes)  # the gallery's clips calibrate nprobe
         snap = write_snapshot(self._dir, seq + 1, seq, snap_table, cent, cindex)
         self._next_seq += 2
-        self._segments = [Segment(seq, index, ids, table, delta=delta, record=rec, keys=keys)]
+        self._segments = [base]
         self._roster.set_snapshot(snap_table, cent, cindex)
         self._snapshot, self._tombs, self._dead_rows = snap, {}, 0
         self._maps = None

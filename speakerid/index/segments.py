@@ -161,15 +161,13 @@ def _faiss(index: faiss.Index) -> Callable[[Callable[[bytes], int]], None]:
 
 def write_segment(
     directory: Path, seq: int, index: faiss.Index, ids: np.ndarray, clips: pa.Table, delta: pa.Table,
-    keys: ContentKeys | None = None,
+    keys: ContentKeys,
 ) -> dict[str, Any]:
-    """Write segment ``seq`` (its six files, fsynced); its manifest record. ``keys``: the
-    :class:`ContentKeys` of ``clips`` when the caller has them (made here otherwise)."""
+    """Write segment ``seq`` (its six files, fsynced; ``keys``: the :class:`ContentKeys` of
+    ``clips``); its manifest record."""
     sdir = mkdir_private(directory / SEGMENTS_DIR)
     f_faiss, f_ids, f_clips, f_spk = segment_files(seq)
     f_sha, f_path = key_files(seq)
-    if keys is None:
-        keys = ContentKeys.of(clips)
     files = {
         f_faiss: _put(sdir / f_faiss, _faiss(index)),
         f_ids: _put(sdir / f_ids, _npy(np.ascontiguousarray(ids, dtype=np.int64))),
