@@ -51,7 +51,9 @@ def test_kill9_keeps_every_acknowledged_enrolment(env):
     threads = [threading.Thread(target=writer, args=(j,)) for j in (0, 1)] + [threading.Thread(target=reader)]
     for t in threads:
         t.start()
-    assert H.wait_until(lambda: len(acked) >= 6, timeout_s=60)
+    # kill once 6 enrolments are acknowledged and identify has answered at least once during them
+    # (enrolments got faster than the reader's first answer: killing at 6 acks alone left it none)
+    assert H.wait_until(lambda: len(acked) >= 6 and bool(read_status), timeout_s=60)
     server.kill()  # kill -9, with enrolments in flight
     stop.set()
     for t in threads:
