@@ -410,12 +410,12 @@ def test_converter_versions_are_readable_without_the_converters() -> None:
 
 def test_loading_an_embedder_does_not_import_onnx() -> None:
     """With the models cached, an Embedder loads on ONNX Runtime alone: the onnx package
-    (~0.55 s to import) is for converting, and the VAD's tail graph is kept after its first use."""
+    (~0.55 s to import) is for converting, and the VAD's split (encoder weights, LSTM graph) is kept after its first use."""
     import subprocess
     import sys
 
     code = "import sys; from speakerid.embedder import Embedder; Embedder('campplus'); print('onnx' in sys.modules)"
-    # the first load of a machine may convert or make the tail graph (onnx); the next one does not
+    # the first load of a machine may convert or make the VAD's split (onnx); the next one does not
     subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr

@@ -239,7 +239,10 @@ def test_sequence_model_matches_the_stateful_one(vad_onnx, vad_sequence_onnx, cl
 
     one, many = SileroVad(vad_onnx, OPTION_SETS[0]), SileroVad(vad_sequence_onnx, OPTION_SETS[0])
     assert isinstance(many._session, vad_mod._SplitSequence)
-    monkeypatch.setattr(vad_mod, "_STFT_OUT", "no-such-tensor")  # the cut fails: one graph
+    def unusable(*a, **kw):
+        raise ValueError("unexpected encoder")
+
+    monkeypatch.setattr(vad_mod, "_load_split", unusable)  # neither the kept split nor a new one: one graph
     whole = SileroVad(vad_sequence_onnx, OPTION_SETS[0])
     monkeypatch.undo()
     assert not isinstance(whole._session, vad_mod._SplitSequence)
@@ -515,17 +518,17 @@ def test_gate_only_for_long_kept_pauses(vad_onnx, vad_sequence_onnx) -> None:
         SileroVad(vad_sequence_onnx, VadOptions(), schedule="sometimes")
 
 
-def test_sequence_tail_graph_is_kept_checked_and_remade(vad_sequence_onnx, clips, tmp_path, monkeypatch) -> None:
-    """The split sequence model's tail graph is made once and kept beside the model; a damaged
-    kept file is caught by the load-time check and made again; an unwritable directory still
-    gives the split model (made in memory)."""
+def test_sequence_split_is_kept_checked_and_remade(vad_sequence_onnx, clips, tmp_path, monkeypatch) -> None:
+    """The split sequence model (numpy encoder weights and the LSTM's graph) is made once and kept
+    beside the model; a damaged kept file is caught by the load-time check and made again; an
+    unwritable directory still gives the split model (made in memory)."""
     import shutil
 
     from speakerid import vad as vad_mod
 
     model = tmp_path / "silero_vad_16k_sequence.onnx"
     shutil.copy(vad_sequence_onnx, model)
-    tail = tmp_path / "silero_vad_16k_sequence.tail.onnx"
+    tail = tmp_path / "silero_vad_16k_sequence.split.npz"
     x = next(iter(clips.values()))
     first = SileroVad(model, OPTION_SETS[0])
     assert tail.is_file() and isinstance(first._session, vad_mod._SplitSequence)
