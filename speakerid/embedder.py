@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import audio as audio_mod
+from ._threads import one_blas_thread
 from .config import AudioOptions, EmbedOptions, VadOptions
 from .errors import (
     ConfigError,
@@ -482,7 +483,7 @@ class Embedder:
             for b in buckets:
                 run_bucket(b)
         else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            with one_blas_thread(), ThreadPoolExecutor(max_workers=workers) as pool:
                 for f in [pool.submit(run_bucket, b) for b in buckets]:
                     f.result()
         return results  # type: ignore[return-value]

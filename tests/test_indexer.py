@@ -229,6 +229,37 @@ def test_index_holds_embed_results_wherever_the_encoder_runs(tmp_path, clips, ca
         np.testing.assert_allclose(by_speaker[spk], campplus.embed(path), atol=1e-6, rtol=0)
 
 
+def test_workers_run_numpy_blas_on_one_thread(tmp_path, clips, campplus, monkeypatch):
+    """With a worker per core, numpy's BLAS runs on one thread in them (its threads would spin on
+    the other workers' cores: speakerid._threads) and is as before once the build is over; so in
+    embed_batch with workers."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:  # numpy's (faiss's OpenMP build keeps a count per thread)
+        return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas" and "numpy" in d["filepath"]]
+
+    before = blas_threads()
+    assert before, "threadpoolctl sees no BLAS of numpy's"
+    seen: list[list[int]] = []
+    prepare = campplus.prepare
+
+    def recording(*a, **kw):
+        seen.append(blas_threads())
+        return prepare(*a, **kw)
+
+    monkeypatch.setattr(campplus, "prepare", recording)
+    build_index(folders(tmp_path / "c", clips[:3]), tmp_path / "ix", embedder=campplus, workers=2)
+    assert len(seen) == 3 and all(t == [1] * len(before) for t in seen), seen
+    assert blas_threads() == before
+    monkeypatch.undo()
+    seen.clear()
+    embed_one = campplus.embed_detailed
+    monkeypatch.setattr(campplus, "embed_detailed", lambda *a, **kw: (seen.append(blas_threads()), embed_one(*a, **kw))[1])
+    campplus.embed_batch([p for p, _ in clips[:2]], workers=2)
+    assert len(seen) == 2 and all(t == [1] * len(before) for t in seen), seen
+    assert blas_threads() == before
+
+
 def test_incremental_rerun_and_added_files(tmp_path, clips, campplus):
     corpus = folders(tmp_path / "c", clips[:5])
     ix_dir = tmp_path / "ix"

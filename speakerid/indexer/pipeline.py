@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .._io import sha256_file
+from .._threads import one_blas_thread
 from ..calibration import refresh_open_set
 from ..corpus import Item
 from ..embedder import Embedder, Embedding, Prepared
@@ -297,7 +298,7 @@ class _Pipeline:
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="speakerid-prepare")
         stop = _StopFlag()
         try:
-            with stop:
+            with stop, one_blas_thread(self.workers > 1):
                 self._say()
                 while True:
                     while len(pending) < inflight and (i := next(todo, None)) is not None:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from .._io import sha256_file
+from .._threads import set_one_blas_thread
 from ..config import EmbedOptions
 from ..corpus import Item, discover
 from ..embedder import Embedder, Embedding
@@ -88,6 +89,7 @@ class _EmbedActor:
     def __init__(self, model: str, weights_sha256: str, known: Any, paths: Any) -> None:
         import ray
 
+        set_one_blas_thread()  # an actor per core, each on one ORT thread (speakerid._threads)
         self.embedder = Embedder(model, embed=EmbedOptions(threads=1))
         if self.embedder.weights_sha256 != weights_sha256:
             raise ModelMismatchError(
