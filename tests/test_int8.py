@@ -27,9 +27,15 @@ from speakerid.models.spec import ONNX_FILE, ModelSpec
 
 SR = 16000
 NAME = "campplus-int8"
-#: Cosine of each INT8 embedding to its FP32 one, whole librispeech-251 utterances: measured min
-#: 0.9946 over 20 clips (benchmarks/results/int8.md); the bound leaves room for other CPUs' kernels.
-MIN_COSINE = 0.99
+#: The recipe this CPU gets: 8-bit weights with VNNI/AMX (and off x86), 7-bit on x86 without VNNI.
+WEIGHT_BITS = quantize.int8_weight_bits()
+#: Cosine of each INT8 embedding to its FP32 one, whole librispeech-251 utterances, by weight bits:
+#: measured min / mean 0.9946 / 0.9964 over 20 clips with 8 bits on an AVX-512 VNNI/AMX Xeon
+#: (benchmarks/results/int8.md), 0.9873 / 0.9916 with 7 bits on an AVX2-only EPYC
+#: (benchmarks/results/int8_avx2.md); the bounds leave room for other CPUs' kernels.
+MIN_COSINE, MEAN_COSINE = {8: (0.99, 0.993), 7: (0.98, 0.988)}[WEIGHT_BITS]
+#: Largest change of a verification score against FP32's (6 speakers' half-utterances).
+MAX_SCORE_CHANGE = {8: 0.02, 7: 0.04}[WEIGHT_BITS]
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +95,10 @@ def test_built_graph_is_static_qdq_with_int8_weights(home) -> None:
     # per-channel: each quantised conv weight has one scale per output channel
     dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int8_w]
     assert len(dq) == len(int8_w) > 100
+    # weights on the bits this CPU kind cannot saturate (7 on x86 without VNNI)
+    w = np.concatenate([onnx.numpy_helper.to_array(inits[n]).ravel() for n in int8_w])
+    top = {8: 127, 7: 64}[WEIGHT_BITS]  # symmetric: 2 x 255 x 64 = 32,640 fits MLAS's int16 pair sums
+    assert int(np.abs(w.astype(np.int16)).max()) == top  # the range is used, and not exceeded
     scale = onnx.numpy_helper.to_array(inits[dq[0].input[1]])
     assert scale.ndim == 1 and scale.size == onnx.numpy_helper.to_array(inits[dq[0].input[0]]).shape[0] > 1
     # the ops chosen to stay FP32 do: transit3 and the CAM gate convs keep float weights
@@ -96,7 +106,7 @@ def test_built_graph_is_static_qdq_with_int8_weights(home) -> None:
     assert kept and all(i.data_type == TensorProto.FLOAT for i in kept)
     props = {p.key: p.value for p in model.metadata_props}
     assert props["speakerid.calibration_sha256"] == quantize.features_digest(quantize.bundled_calibration())
-    assert "MinMax" in props["speakerid.quantisation"]
+    assert "MinMax" in props["speakerid.quantisation"] and f"on {WEIGHT_BITS} bits" in props["speakerid.quantisation"]
 
 
 @pytest.mark.slow
@@ -140,7 +150,7 @@ def test_embeddings_close_to_fp32_on_real_speech(home, speakers) -> None:
     assert int8.dim == fp32.dim == 192 and int8.weights_sha256 == fp32.weights_sha256
     cos = [float(fp32.embed(x, SR) @ int8.embed(x, SR)) for _, x in speakers]
     assert min(cos) >= MIN_COSINE, cos
-    assert np.mean(cos) > 0.993, cos
+    assert np.mean(cos) > MEAN_COSINE, cos
 
 
 @pytest.mark.slow
@@ -157,7 +167,7 @@ def test_verification_separates_speakers_as_fp32_does(home, speakers) -> None:
     same, diff = np.diag(s), s[~np.eye(len(s), dtype=bool)]
     assert same.min() > diff.max() + 0.1, (same, diff.max())
     assert same.min() > BUILTIN[NAME].default_threshold > diff.max()
-    assert np.abs(s - scores["campplus"]).max() < 0.02
+    assert np.abs(s - scores["campplus"]).max() < MAX_SCORE_CHANGE, np.abs(s - scores["campplus"]).max()
 
 
 # --- calibration and errors -----------------------------------------------------------------------

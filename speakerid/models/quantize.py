@@ -3,7 +3,9 @@
 Built on the user's machine from the same pinned weights as ``campplus``: the FP32 graph of
 speakerid.models.campplus is quantised with ``onnxruntime.quantization.quantize_static`` in QDQ
 format, weights int8 per output channel (symmetric), activations uint8 per tensor (asymmetric),
-calibrated on real speech.
+calibrated on real speech. On x86 without VNNI the weights use 7 bits so that ONNX Runtime's
+int16 pair sums cannot saturate (speakerid.models.cpu); the recipe, and so the converter
+version, depends on the CPU kind, and a model built on another kind is rebuilt.
 
 What is quantised, and why (cosine to the FP32 embedding on 20 librispeech-251 clips, min / mean;
 benchmarks/bench_int8.py, README of the choice in BENCHMARKS.md "INT8 CAM++"):
@@ -39,6 +41,7 @@ import numpy as np
 
 from ..errors import ConfigError, ModelError
 from . import campplus, versions
+from .cpu import cpu_flags, cpu_kind, int8_weight_bits  # noqa: F401  (cpu_flags: for benchmarks)
 
 log = logging.getLogger("speakerid")
 
@@ -57,32 +60,6 @@ CALIBRATE_METHOD = "MinMax"
 KEEP_FP32_CONVS = ("cam_layer.linear1.", "cam_layer.linear2.", "xvector.transit3.linear.")
 #: Ops quantise_static may quantise (the rest of the graph stays FP32).
 QUANTISED_OPS = ("Conv", "Relu")
-
-
-# --- CPU ----------------------------------------------------------------------------------------
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags of this machine (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def cpu_kind(flags: frozenset[str] | None = None) -> str:
-    """The int8 capability of this CPU, as ONNX Runtime's int8 kernels (MLAS) see it:
-    "amx" (AMX-INT8), "avx512_vnni", "avx_vnni", "avx512", "avx2" or "other"."""
-    f = cpu_flags() if flags is None else flags
-    for kind, flag in (("amx", "amx_int8"), ("avx512_vnni", "avx512_vnni"), ("avx_vnni", "avx_vnni"),
-                       ("avx512", "avx512bw"), ("avx2", "avx2")):
-        if flag in f:
-            return kind
-    return "other"
 
 
 # --- calibration data ---------------------------------------------------------------------------
@@ -158,8 +135,10 @@ def kept_fp32_nodes(model) -> list[str]:
 
 
 def quantise(fp32, windows: list[np.ndarray], *, method: str = CALIBRATE_METHOD,
-             input_name: str = "feats", workdir: Path | None = None):
-    """The static INT8 (QDQ) form of the FP32 ``onnx.ModelProto`` ``fp32``, calibrated on ``windows``."""
+             input_name: str = "feats", workdir: Path | None = None, weight_bits: int | None = None):
+    """The static INT8 (QDQ) form of the FP32 ``onnx.ModelProto`` ``fp32``, calibrated on ``windows``;
+    weights on ``weight_bits`` (8 or 7; default: what cannot saturate on this CPU,
+    :func:`speakerid.models.cpu.int8_weight_bits`)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -168,6 +147,9 @@ def quantise(fp32, windows: list[np.ndarray], *, method: str = CALIBRATE_METHOD,
         raise ConfigError(f"unknown calibration method {method!r}; use MinMax, Entropy or Percentile")
     if not windows:
         raise ConfigError("no calibration windows")
+    bits = int8_weight_bits() if weight_bits is None else weight_bits
+    if bits not in (7, 8):
+        raise ConfigError(f"weight_bits must be 7 or 8, not {bits!r}")
     reader = _reader(windows, input_name)
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".quantise-") as td:
         src, pre, out = (Path(td) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
@@ -183,6 +165,8 @@ def quantise(fp32, windows: list[np.ndarray], *, method: str = CALIBRATE_METHOD,
             # uint8 activations x int8 weights (U8S8): the x86 int8 path ONNX Runtime recommends
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            # 7-bit weights where MLAS's int16 pair sums would saturate (x86 without VNNI)
+            reduce_range=bits == 7,
             nodes_to_exclude=kept_fp32_nodes(pre_model),
             calibrate_method=getattr(CalibrationMethod, method),
         )
@@ -202,7 +186,8 @@ def build_onnx(state: dict[str, np.ndarray], *, calibration: Path | None = None)
     log.info("quantising CAM++ to INT8 (%s calibration on %s)", CALIBRATE_METHOD, what)
     model = quantise(campplus.build_onnx(state), windows)
     meta = {
-        "speakerid.quantisation": f"static QDQ, per-channel int8 weights, uint8 activations, {CALIBRATE_METHOD}",
+        "speakerid.quantisation": f"static QDQ, per-channel int8 weights on {int8_weight_bits()} bits, "
+                                  f"uint8 activations, {CALIBRATE_METHOD}",
         "speakerid.calibration": what,
         "speakerid.calibration_sha256": features_digest(windows),
         "speakerid.onnxruntime": onnxruntime.__version__,

@@ -5,10 +5,15 @@ import onnx. Each converter module takes its CONVERTER_VERSION from here."""
 
 from __future__ import annotations
 
+from .cpu import int8_weight_bits
+
 CAMPPLUS = "1"
 GE2E = "1"
-#: campplus-int8: the FP32 converter's version, then the INT8 recipe's.
-QUANTIZE = f"{CAMPPLUS}+int8.1"
+#: campplus-int8: the FP32 converter's version, then the INT8 recipe's; "-w7" where the recipe
+#: quantises weights to 7 bits (x86 without VNNI, see speakerid.models.cpu). A model built on
+#: another CPU kind is then stale here and is rebuilt for this one on its next use.
+QUANTIZE_8BIT = f"{CAMPPLUS}+int8.1"
+QUANTIZE = QUANTIZE_8BIT if int8_weight_bits() == 8 else f"{QUANTIZE_8BIT}-w7"
 
 #: By converter module name (ModelSpec.converter of the registry).
 CONVERTER_VERSIONS = {"campplus": CAMPPLUS, "ge2e": GE2E, "quantize": QUANTIZE}
