@@ -31,6 +31,7 @@ from speakerid.audio import load
 from speakerid.features import complete_options
 from speakerid.features.kaldi import FbankOptions, kaldi_fbank
 from speakerid.models import quantize, store
+from speakerid.models.cpu import VNNI_KINDS
 from speakerid.models.registry import BUILTIN
 from speakerid.models.spec import ONNX_FILE
 
@@ -119,12 +120,12 @@ VARIANTS = {
 }
 
 
-def build_variant(fp32, windows, method: str, keep: tuple[str, ...], tmp: Path):
-    """quantize.quantise with another set of convs kept in FP32."""
+def build_variant(fp32, windows, method: str, keep: tuple[str, ...], tmp: Path, weight_bits: int | None = None):
+    """quantize.quantise with another set of convs kept in FP32 (or other weight bits)."""
     saved = quantize.KEEP_FP32_CONVS
     quantize.KEEP_FP32_CONVS = keep
     try:
-        return quantize.quantise(fp32, windows, method=method, workdir=tmp)
+        return quantize.quantise(fp32, windows, method=method, workdir=tmp, weight_bits=weight_bits)
     finally:
         quantize.KEEP_FP32_CONVS = saved
 
@@ -133,7 +134,7 @@ def cpu_report() -> dict:
     flags = quantize.cpu_flags()
     import onnxruntime
 
-    return {"kind": quantize.cpu_kind(), "model_name": _model_name(),
+    return {"kind": quantize.cpu_kind(), "model_name": _model_name(), "weight_bits": quantize.int8_weight_bits(),
             "int8_flags": sorted(f for f in flags if "vnni" in f or f.startswith("amx") or f in ("avx2", "avx512bw")),
             "onnxruntime": onnxruntime.__version__, "machine": platform.machine()}
 
@@ -189,7 +190,8 @@ def conditions_markdown(c: dict) -> list[str]:
 def markdown(res: dict) -> str:
     c = res["cpu"]
     out = [f"# INT8 CAM++ against FP32\n\nMade by `{res['command']}` ({res['created']}). CPU: {c['model_name']}, "
-           f"kind **{c['kind']}** (int8 flags: {', '.join(c['int8_flags'])}), onnxruntime {c['onnxruntime']}. "
+           f"kind **{c['kind']}** (int8 flags: {', '.join(c['int8_flags'])}; the store's campplus-int8 has weights on "
+           f"{c.get('weight_bits', 8)} bits here), onnxruntime {c['onnxruntime']}. "
            f"Load average at the start: {res['load']}.\n"]
     if "speed" in res:
         s = res["speed"]
@@ -201,7 +203,7 @@ def markdown(res: dict) -> str:
                 f"**{'met' if s['speedup'] >= GOAL_SPEEDUP else 'not met'}**. The two models alternate run by run, so "
                 "other load (see the load average above) slows both alike, though it makes the ratio noisier.\n"]
     avx2 = HERE / "results" / "int8_avx2_numerics.json"
-    if avx2.is_file():
+    if avx2.is_file() and c["kind"] in VNNI_KINDS:
         q = json.loads(avx2.read_text())
         out += ["## AVX2-only CPUs (numerics under qemu)\n",
                 f"`{q['command']}`: ONNX Runtime's kernels for a Haswell CPU (AVX2, FMA, no AVX-512, no VNNI) "
@@ -236,6 +238,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--methods", default="", help="also measure these calibration methods (comma-separated)")
     ap.add_argument("--variants", action="store_true", help="also measure other sets of FP32 convs")
+    ap.add_argument("--weight-bits", default="",
+                    help="also measure the chosen recipe with weights on these bits (comma-separated: 8,7)")
     ap.add_argument("--numerics-only", action="store_true", help="cosine on 2 short clips, no timing (qemu)")
     ap.add_argument("--make-calibration", action="store_true")
     ap.add_argument("--report-only", action="store_true",
@@ -277,17 +281,20 @@ def main() -> None:
     print(f"speed-up {res['speed']['speedup']:.2f}x, cos min {min(cs):.4f}", file=sys.stderr)
     variants = []
     methods = [m for m in args.methods.split(",") if m]
-    if methods or args.variants:
+    bits = [int(b) for b in args.weight_bits.split(",") if b]
+    if methods or args.variants or bits:
         import onnx
 
         fp32 = onnx.load(str(d32 / ONNX_FILE))
         windows = quantize.bundled_calibration()
-        todo = [(m, "keep-gate-transit3 (chosen)") for m in methods]
+        chosen = "keep-gate-transit3 (chosen)"
+        todo = [(m, chosen, None) for m in methods]
         if args.variants:
-            todo += [(quantize.CALIBRATE_METHOD, v) for v in VARIANTS if v != "keep-gate-transit3 (chosen)"]
+            todo += [(quantize.CALIBRATE_METHOD, v, None) for v in VARIANTS if v != chosen]
+        todo += [(quantize.CALIBRATE_METHOD, f"{chosen}, weights on {b} bits", b) for b in bits]
         with tempfile.TemporaryDirectory() as td:
-            for method, name in todo:
-                q = build_variant(fp32, windows, method, VARIANTS[name], Path(td))
+            for method, name, b in todo:
+                q = build_variant(fp32, windows, method, VARIANTS[name.split(", weights")[0]], Path(td), b)
                 p = Path(td) / "v.onnx"
                 onnx.save(q, str(p))
                 sv = session(p)

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from ._io import SHARED_FILE, write_bytes
+from ._scratch import FFT_OUT as _FFT_OUT, Scratch as _Scratch, fresh
 from .config import VadOptions
 from .errors import ConfigError, InvalidAudioError, ModelError, NoSpeechError, TooShortError
 
@@ -312,44 +313,59 @@ _STFT_WINDOW = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(_STFT_N) / _STFT_N)).
 _SPLIT_FORMAT = 2
 
 
-def _stft_magnitude(x: np.ndarray) -> np.ndarray:
+def _stft_magnitude(x: np.ndarray, scratch: _Scratch | None = None) -> np.ndarray:
     """(n, 4, 129) float32 magnitudes (frames, bins) of (n, 576) windows, as the sequence
     model's STFT (in float32 as the model's Conv: 0.9 against 1.2 ms in float64 for 105
-    windows); the model's tensor is their transpose (n, 129, 4)."""
+    windows); the model's tensor is their transpose (n, 129, 4). With ``scratch`` the result
+    lives in its buffers (valid until the next call on the same thread)."""
+    get = scratch.get if scratch is not None else fresh
     n, width = x.shape
-    padded = np.empty((n, width + _STFT_PAD), dtype=np.float32)
+    padded = get("pad", (n, width + _STFT_PAD))
     padded[:, :width] = x
     padded[:, width:] = x[:, width - 2 : width - 2 - _STFT_PAD : -1]  # reflect: no edge repeat
     frames = np.lib.stride_tricks.sliding_window_view(padded, _STFT_N, axis=1)[:, ::_STFT_HOP]
-    spec = np.fft.rfft(frames * _STFT_WINDOW, axis=2)
-    power = np.square(spec.real)
-    power += np.square(spec.imag)
+    windowed = np.multiply(frames, _STFT_WINDOW, out=get("frames", frames.shape))
+    bins = _STFT_N // 2 + 1
+    if _FFT_OUT:
+        spec = np.fft.rfft(windowed, axis=2, out=get("spec", (n, frames.shape[1], bins), np.complex64))
+    else:  # pragma: no cover - numpy 1.x
+        spec = np.fft.rfft(windowed, axis=2)
+    power = np.square(spec.real, out=get("power", spec.shape))
+    power += np.square(spec.imag, out=get("imag", spec.shape))
     return np.sqrt(power, out=power)
 
 
 class _Encoder:
     """Conv1d + ReLU layers over short sequences, as numpy products: ``layers`` holds, per layer,
-    the taps ``(k, in, out)``, the bias ``(out,)``, the stride and the (symmetric) padding."""
+    the taps ``(k, in, out)``, the bias ``(out,)``, the stride and the (symmetric) padding. Each
+    tap is one 2-D product over all the windows' frames: a product of a strided 3-D view runs as
+    one small product per window (on the AVX2 EPYC, 105 windows took 3.6 ms that way, 1.3 ms as
+    2-D products)."""
 
     __slots__ = ("_layers",)
 
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray, int, int]]) -> None:
         self._layers = layers
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """(n, frames, in) -> (n, frames out, out), float32."""
+    def __call__(self, x: np.ndarray, scratch: _Scratch | None = None) -> np.ndarray:
+        """(n, frames, in) -> (n, frames out, out), float32; with ``scratch``, in its buffers."""
+        get = scratch.get if scratch is not None else fresh
         n = len(x)
-        for taps, bias, stride, pad in self._layers:
+        for i, (taps, bias, stride, pad) in enumerate(self._layers):
             t_in, k = x.shape[1], len(taps)
             t_out = (t_in + 2 * pad - k) // stride + 1
-            y = np.empty((n, t_out, taps.shape[2]), dtype=np.float32)
+            y = get(f"y{i % 2}", (n, t_out, taps.shape[2]))
             y[:] = bias
             for j in range(k):  # output t reads input t * stride + j - pad (zero outside)
                 lo = max(0, -((j - pad) // stride))
                 hi = min(t_out, (t_in - 1 - j + pad) // stride + 1)
                 if lo < hi:
                     first = lo * stride + j - pad
-                    y[:, lo:hi] += x[:, first : first + (hi - lo - 1) * stride + 1 : stride] @ taps[j]
+                    src = get("src", (n, hi - lo, x.shape[2]))
+                    src[:] = x[:, first : first + (hi - lo - 1) * stride + 1 : stride]
+                    prod = np.matmul(src.reshape(-1, x.shape[2]), taps[j],
+                                     out=get("prod", (n * (hi - lo), taps.shape[2])))
+                    y[:, lo:hi] += prod.reshape(n, hi - lo, -1)
             x = np.maximum(y, 0.0, out=y)
         return x
 
@@ -359,17 +375,18 @@ class _SplitSequence:
     (:class:`_Encoder`) in numpy and the rest of the graph (LSTM, decoder) in a second session;
     ``run`` takes and gives what the whole model's does."""
 
-    __slots__ = ("_whole", "_encoder", "_tail", "_tail_input")
+    __slots__ = ("_whole", "_encoder", "_tail", "_tail_input", "_scratch")
 
     def __init__(self, whole: Any, encoder: _Encoder, tail: Any) -> None:
         self._whole, self._encoder, self._tail = whole, encoder, tail
         self._tail_input = next(i.name for i in tail.get_inputs() if i.name not in ("h", "c"))
+        self._scratch = _Scratch()
 
     def get_inputs(self) -> Any:
         return self._whole.get_inputs()
 
     def run(self, names: Any, feeds: dict[str, np.ndarray]) -> Any:
-        encoded = self._encoder(_stft_magnitude(feeds["input"]))
+        encoded = self._encoder(_stft_magnitude(feeds["input"], self._scratch), self._scratch)
         return self._tail.run(names, {self._tail_input: encoded, "h": feeds["h"], "c": feeds["c"]})
 
 

@@ -90,6 +90,26 @@ def test_deterministic_and_input_untouched() -> None:
     np.testing.assert_allclose(kaldi_fbank(x.astype(np.float64), FbankOptions()), a)
 
 
+def test_reused_buffers_across_lengths_and_threads(librispeech: Path) -> None:
+    """The fbank reuses per-thread buffers (speakerid._scratch): long, short and dithered calls
+    in a row, and the same calls from several threads at once, give what fresh calls give; the
+    returned features are never a buffer the next call overwrites."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = _load(librispeech, CLIPS[3])
+    calls = [(x, FbankOptions()), (x[:4000], FbankOptions()), (x[:400], FbankOptions()),
+             (x[: 3 * SR], dataclasses.replace(FbankOptions(), dither=1.0, snip_edges=False)), (x[:SR], FbankOptions())]
+    first = [kaldi_fbank(a, o) for a, o in calls]
+    kept = [f.copy() for f in first]
+    again = [kaldi_fbank(a, o) for a, o in reversed(calls)][::-1]
+    for f, k, g in zip(first, kept, again):
+        assert np.array_equal(f, k) and np.array_equal(g, k)  # not overwritten by later calls
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda c: kaldi_fbank(*c), calls * 8))
+    for g, k in zip(got, kept * 8):
+        assert np.array_equal(g, k)
+
+
 def test_rejects_non_mono() -> None:
     with pytest.raises(InvalidAudioError):
         kaldi_fbank(np.zeros((2, 400), dtype=np.float32), FbankOptions())

@@ -518,6 +518,30 @@ def test_gate_only_for_long_kept_pauses(vad_onnx, vad_sequence_onnx) -> None:
         SileroVad(vad_sequence_onnx, VadOptions(), schedule="sometimes")
 
 
+def test_split_sequence_reuses_buffers_per_thread(vad_sequence_onnx, clips) -> None:
+    """The split model's STFT and encoder reuse per-thread buffers: calls of different lengths
+    in a row, and one VAD used by several threads at once, give each clip's own probabilities."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from speakerid import vad as vad_mod
+
+    v = SileroVad(vad_sequence_onnx, OPTION_SETS[0])
+    assert isinstance(v._session, vad_mod._SplitSequence)
+    xs = [x[: n * WINDOW] for x, n in zip(clips.values(), (300, 7, 120, 1, 64))]
+    want = [SileroVad(vad_sequence_onnx, OPTION_SETS[0]).probabilities(x) for x in xs]  # fresh buffers each
+    for _ in range(2):  # long, short, long...: a buffer sized for one call serves the next
+        for x, w in zip(xs, want):
+            np.testing.assert_array_equal(v.probabilities(x), w)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(v.probabilities, xs * 6))
+    for g, w in zip(got, want * 6):
+        np.testing.assert_array_equal(g, w)
+    # the numpy STFT with and without buffers: the same magnitudes
+    rows = np.random.default_rng(3).standard_normal((37, 576)).astype(np.float32)
+    scratch = vad_mod._Scratch()
+    np.testing.assert_array_equal(vad_mod._stft_magnitude(rows, scratch), vad_mod._stft_magnitude(rows))
+
+
 def test_sequence_split_is_kept_checked_and_remade(vad_sequence_onnx, clips, tmp_path, monkeypatch) -> None:
     """The split sequence model (numpy encoder weights and the LSTM's graph) is made once and kept
     beside the model; a damaged kept file is caught by the load-time check and made again; an

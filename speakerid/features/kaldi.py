@@ -18,6 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import ConfigError, InvalidAudioError
+from .._scratch import FFT_OUT, Scratch
 from .base import FrontEnd
 
 
@@ -53,6 +54,9 @@ _FLT_EPSILON = float(np.finfo(np.float32).eps)  # kaldi's log floor
 WINDOW_TYPES = ("povey", "hamming", "hanning", "hann", "rectangular", "blackman", "sine")
 #: Frames per numpy block: small blocks keep the temporaries in cache (measured fastest).
 _FBANK_BLOCK_FRAMES = 32
+#: The fbank's whole-signal and per-block temporaries, reused per thread (see speakerid._scratch:
+#: 10 s of speech, on an AVX2 EPYC VM, measured 10.8 ms with fresh arrays).
+_SCRATCH = Scratch()
 
 
 def _check_options(opts: FbankOptions) -> None:
@@ -179,7 +183,10 @@ def _numpy_fbank(x: np.ndarray, opts: FbankOptions, dither_seed: int | None = 0)
     length, shift, padded = _frame_sizes(opts)
     bins = opts.num_mel_bins
     mel_matrix = _kaldi_mel_matrix(bins, opts.sample_rate_hz, padded, opts.low_freq_hz, opts.high_freq_hz)
-    sig, n = _kaldi_signal(x.astype(np.float64), length, shift, opts.snip_edges)
+    get = _SCRATCH.get
+    x64 = get("x64", x.shape, np.float64)
+    x64[:] = x
+    sig, n = _kaldi_signal(x64, length, shift, opts.snip_edges)
     out = np.empty((n, bins), dtype=np.float32)
     if n == 0:
         return out
@@ -197,13 +204,17 @@ def _numpy_fbank(x: np.ndarray, opts: FbankOptions, dither_seed: int | None = 0)
         means = np.zeros(n)
     # in place: a cumulative sum and two temporaries of the whole signal cost 1.6 of the 4.7 ms
     # of 10 s of speech (each fresh 1.3 MB array is page-faulted in); this way 0.2 ms
-    diff = np.empty(sig.size - 1)
+    diff = get("diff", (sig.size - 1,), np.float64)
     np.multiply(sig[:-1], -c, out=diff)
     diff += sig[1:]
     rest = np.lib.stride_tricks.sliding_window_view(diff, length - 1)[::shift] if length > 1 else None
     rng = np.random.default_rng(dither_seed) if opts.dither != 0.0 else None
     block = min(_FBANK_BLOCK_FRAMES, n)
-    buf = np.zeros((block, padded))  # columns past ``length`` stay zero: the FFT padding
+    buf = get("frames", (block, padded), np.float64)
+    buf[:, length:] = 0.0  # columns past ``length`` stay zero: the FFT padding
+    spec_buf = get("spec", (block, padded // 2 + 1), np.complex128)
+    power_buf, imag_buf = get("power", spec_buf.shape, np.float64), get("imag", spec_buf.shape, np.float64)
+    e_buf = get("mel", (block, bins), np.float64)
     for s in range(0, n, block):
         m = min(block, n - s)
         b, mu = buf[:m], means[s : s + m, None]
@@ -217,12 +228,12 @@ def _numpy_fbank(x: np.ndarray, opts: FbankOptions, dither_seed: int | None = 0)
             b[:, 1:length] += noise[:, 1:] - c * noise[:, :-1]
             b[:, 0] += (1.0 - c) * noise[:, 0]
         b[:, :length] *= window
-        spec = np.fft.rfft(b, axis=1)
-        power = np.square(spec.real)
-        power += np.square(spec.imag)
+        spec = np.fft.rfft(b, axis=1, out=spec_buf[:m]) if FFT_OUT else np.fft.rfft(b, axis=1)
+        power = np.square(spec.real, out=power_buf[:m])
+        power += np.square(spec.imag, out=imag_buf[:m])
         if not opts.use_power:
             np.sqrt(power, out=power)
-        e = power @ mel_matrix
+        e = np.matmul(power, mel_matrix, out=e_buf[:m])
         np.maximum(e, _FLT_EPSILON, out=e)
         np.log(e, out=out[s : s + m], casting="same_kind")
     return out
