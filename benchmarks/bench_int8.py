@@ -120,12 +120,13 @@ VARIANTS = {
 }
 
 
-def build_variant(fp32, windows, method: str, keep: tuple[str, ...], tmp: Path, weight_bits: int | None = None):
-    """quantize.quantise with another set of convs kept in FP32 (or other weight bits)."""
+def build_variant(fp32, windows, method: str, keep: tuple[str, ...], tmp: Path, weight_bits: int | None = None,
+                  types: tuple[str, str] = ("uint8", "int8")):
+    """quantize.quantise with another set of convs kept in FP32 (or other weight bits or types)."""
     saved = quantize.KEEP_FP32_CONVS
     quantize.KEEP_FP32_CONVS = keep
     try:
-        return quantize.quantise(fp32, windows, method=method, workdir=tmp, weight_bits=weight_bits)
+        return quantize.quantise(fp32, windows, method=method, workdir=tmp, weight_bits=weight_bits, types=types)
     finally:
         quantize.KEEP_FP32_CONVS = saved
 
@@ -240,6 +241,8 @@ def main() -> None:
     ap.add_argument("--variants", action="store_true", help="also measure other sets of FP32 convs")
     ap.add_argument("--weight-bits", default="",
                     help="also measure the chosen recipe with weights on these bits (comma-separated: 8,7)")
+    ap.add_argument("--types", default="",
+                    help="also measure these activation/weight types (comma-separated: uint8/uint8,int8/int8)")
     ap.add_argument("--numerics-only", action="store_true", help="cosine on 2 short clips, no timing (qemu)")
     ap.add_argument("--make-calibration", action="store_true")
     ap.add_argument("--report-only", action="store_true",
@@ -282,19 +285,22 @@ def main() -> None:
     variants = []
     methods = [m for m in args.methods.split(",") if m]
     bits = [int(b) for b in args.weight_bits.split(",") if b]
-    if methods or args.variants or bits:
+    types = [tuple(t.split("/")) for t in args.types.split(",") if t]
+    if methods or args.variants or bits or types:
         import onnx
 
         fp32 = onnx.load(str(d32 / ONNX_FILE))
         windows = quantize.bundled_calibration()
         chosen = "keep-gate-transit3 (chosen)"
-        todo = [(m, chosen, None) for m in methods]
+        todo = [(m, chosen, None, ("uint8", "int8")) for m in methods]
         if args.variants:
-            todo += [(quantize.CALIBRATE_METHOD, v, None) for v in VARIANTS if v != chosen]
-        todo += [(quantize.CALIBRATE_METHOD, f"{chosen}, weights on {b} bits", b) for b in bits]
+            todo += [(quantize.CALIBRATE_METHOD, v, None, ("uint8", "int8")) for v in VARIANTS if v != chosen]
+        todo += [(quantize.CALIBRATE_METHOD, f"{chosen}, weights on {b} bits", b, ("uint8", "int8")) for b in bits]
+        todo += [(quantize.CALIBRATE_METHOD, f"{chosen}, {t[0]} activations x {t[1]} weights (8 bits)", 8, t)
+                 for t in types]
         with tempfile.TemporaryDirectory() as td:
-            for method, name, b in todo:
-                q = build_variant(fp32, windows, method, VARIANTS[name.split(", weights")[0]], Path(td), b)
+            for method, name, b, t in todo:
+                q = build_variant(fp32, windows, method, VARIANTS[name.split(", ")[0]], Path(td), b, t)
                 p = Path(td) / "v.onnx"
                 onnx.save(q, str(p))
                 sv = session(p)

@@ -214,8 +214,24 @@ def test_unknown_name_and_calibration_for_fp32_model_are_typed_errors(tmp_path, 
         store.pull("campplus-int4", calibration=tmp_path)
     with pytest.raises(ConfigError, match="unknown calibration method"):
         quantize.quantise(onnx.ModelProto(), [np.zeros((10, 80), np.float32)], method="KL")
+    with pytest.raises(ConfigError, match="weight_bits must be 7 or 8"):
+        quantize.quantise(onnx.ModelProto(), [np.zeros((10, 80), np.float32)], weight_bits=4)
+    with pytest.raises(ConfigError, match="types must be two of"):
+        quantize.quantise(onnx.ModelProto(), [np.zeros((10, 80), np.float32)], types=("int4", "int8"))
     code, out, err = run_main(["models", "pull", "campplus", "--calibration", str(tmp_path)], monkeypatch, capsys)
     assert code == 2 and "not quantised" in err and len(err.strip().splitlines()) == 1
+
+
+def test_weight_bits_by_cpu_kind_and_in_the_converter_version() -> None:
+    """7-bit weights exactly where MLAS's U8S8 kernels add pairs into saturating int16 (x86
+    without VNNI); the recipe is part of the converter version, so a model built for another
+    CPU kind is stale here (rebuilt on its next use)."""
+    from speakerid.models import versions
+
+    assert {k: quantize.int8_weight_bits(k) for k in ("amx", "avx512_vnni", "avx_vnni", "avx512", "avx2", "other")} == \
+        {"amx": 8, "avx512_vnni": 8, "avx_vnni": 8, "avx512": 7, "avx2": 7, "other": 8}
+    assert quantize.CONVERTER_VERSION == versions.QUANTIZE
+    assert versions.QUANTIZE == (versions.QUANTIZE_8BIT if WEIGHT_BITS == 8 else versions.QUANTIZE_8BIT + "-w7")
 
 
 def test_cpu_kind_from_flags() -> None:

@@ -135,10 +135,12 @@ def kept_fp32_nodes(model) -> list[str]:
 
 
 def quantise(fp32, windows: list[np.ndarray], *, method: str = CALIBRATE_METHOD,
-             input_name: str = "feats", workdir: Path | None = None, weight_bits: int | None = None):
+             input_name: str = "feats", workdir: Path | None = None, weight_bits: int | None = None,
+             types: tuple[str, str] = ("uint8", "int8")):
     """The static INT8 (QDQ) form of the FP32 ``onnx.ModelProto`` ``fp32``, calibrated on ``windows``;
     weights on ``weight_bits`` (8 or 7; default: what cannot saturate on this CPU,
-    :func:`speakerid.models.cpu.int8_weight_bits`)."""
+    :func:`speakerid.models.cpu.int8_weight_bits`). ``types``: the activations' and the weights'
+    integer types; the recipe's are uint8 and int8, the others are for benchmarks/bench_int8.py."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -147,6 +149,9 @@ def quantise(fp32, windows: list[np.ndarray], *, method: str = CALIBRATE_METHOD,
         raise ConfigError(f"unknown calibration method {method!r}; use MinMax, Entropy or Percentile")
     if not windows:
         raise ConfigError("no calibration windows")
+    kinds = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    if len(types) != 2 or not set(types) <= set(kinds):
+        raise ConfigError(f"types must be two of uint8, int8 (activations, weights), not {types!r}")
     bits = int8_weight_bits() if weight_bits is None else weight_bits
     if bits not in (7, 8):
         raise ConfigError(f"weight_bits must be 7 or 8, not {bits!r}")
@@ -163,8 +168,8 @@ def quantise(fp32, windows: list[np.ndarray], *, method: str = CALIBRATE_METHOD,
             op_types_to_quantize=list(QUANTISED_OPS),
             per_channel=True,
             # uint8 activations x int8 weights (U8S8): the x86 int8 path ONNX Runtime recommends
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            activation_type=kinds[types[0]],
+            weight_type=kinds[types[1]],
             # 7-bit weights where MLAS's int16 pair sums would saturate (x86 without VNNI)
             reduce_range=bits == 7,
             nodes_to_exclude=kept_fp32_nodes(pre_model),
