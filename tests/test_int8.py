@@ -31,7 +31,7 @@ NAME = "campplus-int8"
 WEIGHT_BITS = quantize.int8_weight_bits()
 #: Cosine of each INT8 embedding to its FP32 one, whole librispeech-251 utterances, by weight bits:
 #: measured min / mean 0.9946 / 0.9964 over 20 clips with 8 bits on an AVX-512 VNNI/AMX Xeon
-#: (benchmarks/results/int8.md), 0.9873 / 0.9916 with 7 bits on an AVX2-only EPYC
+#: (benchmarks/results/int8.md), 0.9881 / 0.9932 with 7 bits on an AVX2-only EPYC
 #: (benchmarks/results/int8_avx2.md); the bounds leave room for other CPUs' kernels.
 MIN_COSINE, MEAN_COSINE = {8: (0.99, 0.993), 7: (0.98, 0.988)}[WEIGHT_BITS]
 #: Largest change of a verification score against FP32's (6 speakers' half-utterances).
