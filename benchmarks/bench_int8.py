@@ -31,6 +31,7 @@ from speakerid.audio import load
 from speakerid.features import complete_options
 from speakerid.features.kaldi import FbankOptions, kaldi_fbank
 from speakerid.models import quantize, store
+from speakerid.models import cpu
 from speakerid.models.cpu import VNNI_KINDS
 from speakerid.models.registry import BUILTIN
 from speakerid.models.spec import ONNX_FILE
@@ -132,10 +133,10 @@ def build_variant(fp32, windows, method: str, keep: tuple[str, ...], tmp: Path, 
 
 
 def cpu_report() -> dict:
-    flags = quantize.cpu_flags()
+    flags = cpu.cpu_flags()
     import onnxruntime
 
-    return {"kind": quantize.cpu_kind(), "model_name": _model_name(), "weight_bits": quantize.int8_weight_bits(),
+    return {"kind": cpu.cpu_kind(), "model_name": _model_name(), "weight_bits": cpu.int8_weight_bits(),
             "int8_flags": sorted(f for f in flags if "vnni" in f or f.startswith("amx") or f in ("avx2", "avx512bw")),
             "onnxruntime": onnxruntime.__version__, "machine": platform.machine()}
 
@@ -292,15 +293,17 @@ def main() -> None:
         fp32 = onnx.load(str(d32 / ONNX_FILE))
         windows = quantize.bundled_calibration()
         chosen = "keep-gate-transit3 (chosen)"
-        todo = [(m, chosen, None, ("uint8", "int8")) for m in methods]
+        recipe = ("uint8", "int8")
+        # (method, variant key, label, weight bits, (activation, weight) types)
+        todo = [(m, chosen, chosen, None, recipe) for m in methods]
         if args.variants:
-            todo += [(quantize.CALIBRATE_METHOD, v, None, ("uint8", "int8")) for v in VARIANTS if v != chosen]
-        todo += [(quantize.CALIBRATE_METHOD, f"{chosen}, weights on {b} bits", b, ("uint8", "int8")) for b in bits]
-        todo += [(quantize.CALIBRATE_METHOD, f"{chosen}, {t[0]} activations x {t[1]} weights (8 bits)", 8, t)
+            todo += [(quantize.CALIBRATE_METHOD, v, v, None, recipe) for v in VARIANTS if v != chosen]
+        todo += [(quantize.CALIBRATE_METHOD, chosen, f"{chosen}, weights on {b} bits", b, recipe) for b in bits]
+        todo += [(quantize.CALIBRATE_METHOD, chosen, f"{chosen}, {t[0]} activations x {t[1]} weights (8 bits)", 8, t)
                  for t in types]
         with tempfile.TemporaryDirectory() as td:
-            for method, name, b, t in todo:
-                q = build_variant(fp32, windows, method, VARIANTS[name.split(", ")[0]], Path(td), b, t)
+            for method, key, name, b, t in todo:
+                q = build_variant(fp32, windows, method, VARIANTS[key], Path(td), b, t)
                 p = Path(td) / "v.onnx"
                 onnx.save(q, str(p))
                 sv = session(p)

@@ -1,10 +1,14 @@
 """Per-thread scratch buffers for the front end's hot loops (VAD STFT and encoder, fbank).
 
 A fresh numpy array of more than ~128 KB is a new mmap'd region under glibc (or heap memory that
-free() hands back to the system), so it is page-faulted in again on every call. On an AVX2 EPYC
-VM the sequence VAD's numpy STFT of 105 windows took 2.7 ms with fresh arrays and 0.8 ms with its
-buffers reused: the faults, not the FFT. A :class:`Scratch` keeps one growing buffer per name
-and thread (``threading.local``), so one VAD or front end can serve several worker threads.
+free() hands back to the system), so it may be page-faulted in again on every call; whether it is
+depends on the heap's state, so a quiet micro-benchmark can show no difference. On an AVX2 EPYC VM
+the sequence VAD's numpy STFT of 105 windows once took 2.7 ms with fresh arrays and 0.8 ms with
+glibc told to keep freed memory (MALLOC_MMAP_THRESHOLD_). Against the code before these buffers,
+10 s of speech, same machine (benchmarks/ab_frontend.py, two alternations): fbank 12.3-14.4 ->
+8.7-10.8 ms, gated VAD 8.6-11.5 -> 7.5-9.2 ms (the VAD also gained its encoder's 2-D products).
+A :class:`Scratch` keeps one growing buffer per name and thread (``threading.local``), so one VAD
+or front end can serve several worker threads.
 """
 
 from __future__ import annotations

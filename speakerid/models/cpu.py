@@ -25,14 +25,16 @@ VNNI_KINDS = ("amx", "avx512_vnni", "avx_vnni")
 
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags of this machine (Linux /proc/cpuinfo; empty elsewhere)."""
+    """The CPU feature flags of this machine (Linux /proc/cpuinfo; empty elsewhere). Read once
+    per process, on import of speakerid.models.versions: only the first processor's lines are
+    read, whatever the number of cores."""
     try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+        with Path("/proc/cpuinfo").open(encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
+        pass
     return frozenset()
 
 

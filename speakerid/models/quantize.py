@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import ConfigError, ModelError
 from . import campplus, versions
-from .cpu import cpu_flags, cpu_kind, int8_weight_bits  # noqa: F401  (cpu_flags: for benchmarks)
+from .cpu import cpu_kind, int8_weight_bits
 
 log = logging.getLogger("speakerid")
 
@@ -189,9 +189,10 @@ def build_onnx(state: dict[str, np.ndarray], *, calibration: Path | None = None)
     what = f"{len(windows)} windows of {calibration}" if calibration is not None else \
         f"the bundled set ({len(windows)} windows of conversation-sample)"
     log.info("quantising CAM++ to INT8 (%s calibration on %s)", CALIBRATE_METHOD, what)
-    model = quantise(campplus.build_onnx(state), windows)
+    bits = int8_weight_bits()
+    model = quantise(campplus.build_onnx(state), windows, weight_bits=bits)
     meta = {
-        "speakerid.quantisation": f"static QDQ, per-channel int8 weights on {int8_weight_bits()} bits, "
+        "speakerid.quantisation": f"static QDQ, per-channel int8 weights on {bits} bits, "
                                   f"uint8 activations, {CALIBRATE_METHOD}",
         "speakerid.calibration": what,
         "speakerid.calibration_sha256": features_digest(windows),
