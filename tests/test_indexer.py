@@ -260,6 +260,34 @@ def test_workers_run_numpy_blas_on_one_thread(tmp_path, clips, campplus, monkeyp
     assert blas_threads() == before
 
 
+def test_pyarrow_imports_pandas_before_the_workers_start(tmp_path, clips):
+    """pyarrow imports pandas, where installed, at its first conversion of data (~0.2 s holding the
+    GIL): the build makes that conversion before its workers start (index.clips.warm_conversion),
+    not at its first add while they embed. Run in a fresh interpreter, where nothing has yet."""
+    import importlib.util
+
+    assert importlib.util.find_spec("pandas") is not None, "the test extras install pandas (via ray)"
+    corpus = folders(tmp_path / "c", clips[:2])
+    script = textwrap.dedent("""
+        import json, sys
+        from speakerid.config import EmbedOptions
+        from speakerid.embedder import Embedder
+        from speakerid.indexer import build_index
+        emb = Embedder("campplus", embed=EmbedOptions(threads=1))
+        before = "pandas" in sys.modules
+        seen = []
+        prepare = emb.prepare
+        emb.prepare = lambda *a, **kw: (seen.append("pandas" in sys.modules), prepare(*a, **kw))[1]
+        build_index(sys.argv[1], sys.argv[2], embedder=emb, workers=2)
+        print(json.dumps({"before": before, "seen": seen}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script, str(corpus), str(tmp_path / "ix")],
+                         capture_output=True, text=True, timeout=300, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["before"] is False  # loading the model does not import pandas
+    assert r["seen"] == [True, True]  # it is imported by the time the first worker prepares a clip
+
+
 def test_incremental_rerun_and_added_files(tmp_path, clips, campplus):
     corpus = folders(tmp_path / "c", clips[:5])
     ix_dir = tmp_path / "ix"

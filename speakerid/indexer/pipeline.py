@@ -30,6 +30,7 @@ from ..corpus import Item
 from ..embedder import Embedder, Embedding, Prepared
 from ..identify import model_verification_threshold
 from ..index import SpeakerIndex
+from ..index.clips import warm_conversion
 from ..progress import Progress, report
 
 log = logging.getLogger("speakerid")
@@ -295,6 +296,7 @@ class _Pipeline:
         earliest_cp = time.monotonic()  # the work rule waits this long after a checkpoint
         pending: deque[Future[_Result]] = deque()
         todo = iter(range(n))
+        warm_conversion()  # pyarrow's import of pandas, before the workers run (see there)
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="speakerid-prepare")
         stop = _StopFlag()
         try:
