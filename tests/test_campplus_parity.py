@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import onnxruntime as ort
 import pytest
 import soundfile as sf
@@ -86,15 +87,30 @@ def _compare(reference: torch.nn.Module, session: ort.InferenceSession, feats: n
 
 
 def test_graph_interface(model: onnx.ModelProto) -> None:
-    assert CONVERTER_VERSION == "1"
+    assert CONVERTER_VERSION == "2"
     (inp,), (out,) = model.graph.input, model.graph.output
     assert (inp.name, out.name) == ("feats", "embedding")
     in_dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     out_dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
     assert isinstance(in_dims[0], str) and isinstance(in_dims[1], str) and in_dims[2] == 80
     assert isinstance(out_dims[0], str) and out_dims[1] == 192
-    # Every conv -> BatchNorm pair is folded: no BatchNormalization node is left.
-    assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)
+    # Every conv -> BatchNorm pair is folded: the BatchNormalization nodes left are the
+    # pre-activation ones (on a dense block's concatenated features, or on the TDNN's or a transit
+    # conv's output, which the block also keeps unnormalised in its concatenation), each followed by a ReLU, with mean 0, variance 1 and epsilon 0 (so x * scale + shift).
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers = {i: n for n in model.graph.node for i in n.input}
+    inits = {t.name: t for t in model.graph.initializer}
+    bns = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    assert len(bns) == 55  # 12 + 24 + 16 dense layers, 3 transits
+    for n in bns:
+        assert producers[n.input[0]].op_type in ("Concat", "Relu", "Conv"), producers[n.input[0]].op_type
+        assert consumers[n.output[0]].op_type == "Relu"
+        assert [a.f for a in n.attribute if a.name == "epsilon"] == [0.0]
+        mean, var = (numpy_helper.to_array(inits[k]) for k in n.input[3:5])
+        assert not mean.any() and (var == 1.0).all()
+    # The CAM layers' pooling and gate expansion are products, not gathers or reductions.
+    ops = {n.op_type for n in model.graph.node}
+    assert "Gather" not in ops and "Pad" not in ops and sum(n.op_type == "MatMul" for n in model.graph.node) == 2 * 52
 
 
 @pytest.mark.slow

@@ -6,9 +6,15 @@ float32 ``(B, 192)``, the raw output of the reference ``CAMPPlus.forward`` in ev
 
 Every BatchNorm that directly follows a convolution is folded into it (head convs, TDNN,
 the first 1x1 conv of each dense layer, the last transit conv, the final dense layer); the
-pre-activation BatchNorms (before a ReLU and a conv) stay as a per-channel ``Mul``/``Add``.
-The CAM context gate is computed per 100-frame segment and gathered back to frames, which
-equals the reference (it expands the pooled context to frames before its 1x1 convs).
+pre-activation BatchNorms (before a ReLU and a conv) stay, each as one ``BatchNormalization``
+node with mean 0, variance 1 and epsilon 0 (one pass over the dense block's features, where a
+``Mul`` and an ``Add`` took two).
+The CAM context gate is computed per 100-frame segment and expanded back to frames, which
+equals the reference (it expands the pooled context to frames before its 1x1 convs). Both the
+pooling (mean over time plus segment mean) and the expansion are one ``MatMul`` each, by
+matrices computed once per input from the frame count: the pooling had taken five ops per
+layer (ReduceMean, Pad, Reshape, ReduceSum, Div) and the expansion a ``Gather``, ~50 us each on
+inputs this small (BENCHMARKS.md, "INT8 CAM++").
 """
 
 from __future__ import annotations
@@ -102,10 +108,13 @@ class _Builder:
         )
 
     def bn_relu(self, x: str, bn: str) -> str:
-        """ReLU(BatchNorm(x)) on (B, C, T) as a per-channel multiply-add."""
+        """ReLU(BatchNorm(x)) on (B, C, T): the eval-mode affine as a BatchNormalization node
+        (mean 0, variance 1, epsilon 0, so it is ``x * scale + shift``)."""
         scale, shift = self.bn_affine(bn)
-        y = self.op("Mul", [x, self.const(f"{bn}.scale", scale.reshape(-1, 1))])
-        y = self.op("Add", [y, self.const(f"{bn}.shift", shift.reshape(-1, 1))])
+        c = len(scale)
+        y = self.op("BatchNormalization", [x, self.const(f"{bn}.scale", scale), self.const(f"{bn}.shift", shift),
+                                           self.const(f"bn_zeros_{c}", np.zeros(c)), self.const(f"bn_ones_{c}", np.ones(c))],
+                    epsilon=0.0)
         return self.op("Relu", [y])
 
 
@@ -131,40 +140,42 @@ def _fcm_head(g: _Builder, feats: str) -> str:
 
 
 class _Segments:
-    """Shape tensors for seg_pooling, computed once from the frame count after the TDNN."""
+    """What seg_pooling needs, computed once from the frame count T after the TDNN: ``pool``,
+    ``(T, n)`` with n = ceil(T / 100), so that ``x @ pool`` is the mean of ``x`` over time plus
+    the mean over each frame's 100-frame segment (the last one may be shorter); ``expand``,
+    ``(n, T)`` one-hot, so that ``g @ expand`` repeats each segment's value over its frames
+    (exact: one product by 1, the rest by 0)."""
 
     def __init__(self, g: _Builder, x: str) -> None:
         i64 = np.int64
         t = g.op("Shape", [x], start=2, end=3)  # [T]
+        scalar = g.const("axes_0", [0], i64)
         n = g.op("Div", [g.op("Add", [t, g.const("seg_len_m1", [SEG_LEN - 1], i64)]),
                          g.const("seg_len", [SEG_LEN], i64)])  # [ceil(T / 100)]
-        padded = g.op("Mul", [n, "seg_len"])
-        pad_len = g.op("Sub", [padded, t])
-        #: Pad input for (B, C, T): zeros at the end of time up to a multiple of 100.
-        self.pads = g.op("Concat", [g.const("zeros5", [0] * 5, i64), pad_len], axis=0)
-        self.fold_shape = g.const("seg_fold_shape", [0, 0, -1, SEG_LEN], i64)
-        scalar = g.const("axes_0", [0], i64)
-        starts = g.op("Range", [g.const("zero_i64", 0, i64), g.op("Squeeze", [padded, scalar]),
+        starts = g.op("Range", [g.const("zero_i64", 0, i64), g.op("Squeeze", [g.op("Mul", [n, "seg_len"]), scalar]),
                                 g.const("seg_len_scalar", SEG_LEN, i64)])
         valid = g.op("Min", [g.op("Sub", [t, starts]), "seg_len"])  # frames in each segment
-        self.counts = g.op("Cast", [valid], to=TensorProto.FLOAT)
+        counts = g.op("Cast", [valid], to=TensorProto.FLOAT)  # (n,)
         frames = g.op("Range", ["zero_i64", g.op("Squeeze", [t, scalar]), g.const("one_i64", 1, i64)])
-        self.frame_to_seg = g.op("Div", [frames, "seg_len"])  # (T,) segment index of each frame
+        frame_to_seg = g.op("Div", [frames, "seg_len"])  # (T,) segment index of each frame
+        segs = g.op("Range", ["zero_i64", g.op("Squeeze", [n, scalar]), "one_i64"])  # (n,)
+        col = g.const("axes_1", [1], i64)
+        same = g.op("Equal", [g.op("Unsqueeze", [segs, col]), g.op("Unsqueeze", [frame_to_seg, scalar])])
+        self.expand = g.op("Cast", [same], to=TensorProto.FLOAT)  # (n, T)
         self.t_float = g.op("Cast", [t], to=TensorProto.FLOAT)  # [T] as float (StatsPool)
+        one = g.const("one_f", [1.0])
+        per_seg = g.op("Mul", [self.expand, g.op("Unsqueeze", [g.op("Div", [one, counts]), col])])
+        self.pool = g.op("Transpose", [g.op("Add", [per_seg, g.op("Div", [one, self.t_float])])], perm=[1, 0])
 
 
 def _cam_layer(g: _Builder, x: str, prefix: str, dilation: int, seg: _Segments) -> str:
     """y * sigmoid(linear2(relu(linear1(mean_T(x) + seg_pool(x))))) on (B, C, T)."""
     y = g.conv(x, f"{prefix}.linear_local", dilation=dilation,
                padding=(g.state[f"{prefix}.linear_local.weight"].shape[2] - 1) // 2 * dilation)
-    mean = g.op("ReduceMean", [x], axes=[2], keepdims=1)  # (B, C, 1)
-    folded = g.op("Reshape", [g.op("Pad", [x, seg.pads]), seg.fold_shape])  # (B, C, n, 100)
-    sums = g.op("ReduceSum", [folded, g.const("axes_3", [3], np.int64)], keepdims=0)
-    context = g.op("Add", [mean, g.op("Div", [sums, seg.counts])])  # (B, C, n)
+    context = g.op("MatMul", [x, seg.pool])  # (B, C, n)
     h = g.op("Relu", [g.conv(context, f"{prefix}.linear1")])
     gate = g.op("Sigmoid", [g.conv(h, f"{prefix}.linear2")])
-    gate = g.op("Gather", [gate, seg.frame_to_seg], axis=2)  # (B, C_out, T)
-    return g.op("Mul", [y, gate])
+    return g.op("Mul", [y, g.op("MatMul", [gate, seg.expand])])  # gate (B, C_out, n) -> (B, C_out, T)
 
 
 def _dense_block(g: _Builder, x: str, prefix: str, dilation: int, seg: _Segments) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .cpu import int8_weight_bits
 
-CAMPPLUS = "1"
+CAMPPLUS = "2"
 GE2E = "1"
 #: campplus-int8: the FP32 converter's version, then the INT8 recipe's; "-w7" where the recipe
 #: quantises weights to 7 bits (x86 without VNNI, see speakerid.models.cpu). A model built on
