@@ -240,6 +240,23 @@ def test_embedding_cache_reuse_counts_calls(vox, tmp_path: Path, monkeypatch) ->
     other = EmbeddingCache.for_embedder(Embedder("campplus", vad=VadOptions(enabled=False)), tmp_path / "cache")
     assert len(other) == 0 and other.directory != cache.directory
 
+    # so does the same model built otherwise (another converter version, another ONNX file: an
+    # INT8 graph made for another CPU kind), whose embeddings differ
+    import dataclasses
+    import types
+
+    from speakerid.bench.embcache import options_key
+
+    def like(spec) -> types.SimpleNamespace:
+        return types.SimpleNamespace(spec=spec, audio_options=emb.audio_options, vad_options=emb.vad_options,
+                                     embed_options=emb.embed_options)
+
+    key = options_key(emb)
+    assert options_key(like(emb.spec)) == key
+    assert options_key(like(dataclasses.replace(emb.spec, converter_version="0"))) != key
+    onnx_sums = {"model.onnx": {"sha256": "0" * 64, "size": 1}}
+    assert options_key(like(dataclasses.replace(emb.spec, checksums=onnx_sums))) != key
+
 
 def test_embedding_cache_shards_merge_and_foreign_shards_are_ignored(tmp_path: Path) -> None:
     c = EmbeddingCache("m", "ab" * 32, "opt", tmp_path, flush_every=1)

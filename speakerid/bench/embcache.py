@@ -2,9 +2,9 @@
 
 An entry is keyed by the *content* of what was embedded (sha256 of a file's bytes, or of
 in-memory samples and their rate), the model name, the sha256 of the model's weights and a
-short hash of the audio / VAD / embedding options that change the result. Renaming or copying
-a file keeps its entry; editing it, changing the model's weights or turning the VAD off makes a
-new one. Clips whose content cannot give an embedding (no speech, too short, undecodable) are
+short hash of the model as built (converter version, ONNX file sha256) and of the audio / VAD /
+embedding options that change the result. Renaming or copying a file keeps its entry; editing
+it, changing the model's weights or its converter, or turning the VAD off makes a new one. Clips whose content cannot give an embedding (no speech, too short, undecodable) are
 cached as failures too, so they are not tried again.
 
 Layout (under ``$SPEAKERID_HOME/embcache`` unless a directory is given)::
@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from .._io import atomic_file, fsync_dir
 from ..errors import AudioDecodeError, ConfigError, EmptyAudioError, NoSpeechError, SpeakeridError
+from ..models.spec import ONNX_FILE
 
 if TYPE_CHECKING:
     from ..embedder import Embedder
@@ -79,8 +80,14 @@ def samples_sha256(samples: np.ndarray, sample_rate_hz: int) -> str:
 
 
 def options_key(embedder: Embedder) -> str:
-    """12 hex digits naming the options that change an embedding (threads do not)."""
+    """12 hex digits naming what changes an embedding besides the weights (threads do not): the
+    options, and the model as built, by its converter version and its ONNX file's sha256 (the
+    same weights make another graph under another converter version, and campplus-int8 differs
+    by CPU kind and calibration)."""
+    spec = embedder.spec
     opts = {
+        "model": {"converter_version": spec.converter_version,
+                  "onnx_sha256": spec.checksums.get(ONNX_FILE, {}).get("sha256", "")},
         "audio": asdict(embedder.audio_options),
         "vad": asdict(embedder.vad_options),
         "embed": {k: v for k, v in asdict(embedder.embed_options).items() if k != "threads"},
