@@ -33,6 +33,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -182,6 +183,53 @@ def bare_model_ms(files: list[Path], bare: BareModel, emb: Embedder) -> float:
     return 1000 * (time.thread_time() - t) / sum(p.duration_s for p in prepared)
 
 
+def side_by_side_ms(files: list[Path], bare: BareModel, emb: Embedder) -> float:
+    """CPU ms of the bare model per second of audio with one thread per core running it at once,
+    on the one session, as the build's workers do: each thread runs the prepared features of
+    ``files``; the median over the threads. Against :func:`bare_model_ms` (one thread alone),
+    what running side by side costs the cores (shared caches, memory bandwidth, a VM's cores
+    that may share a physical one), which the ceiling leaves out."""
+    prepared = [emb.prepare(f) for f in files]
+    audio_s = sum(p.duration_s for p in prepared)
+    out: list[float] = []
+
+    def run() -> None:
+        t = time.thread_time()
+        for p in prepared:
+            bare(p)
+        out.append(1000 * (time.thread_time() - t) / audio_s)
+
+    threads = [threading.Thread(target=run) for _ in range(os.cpu_count() or 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return statistics.median(out)
+
+
+def cpu_accounting(run: dict, profile: dict, cores: int) -> dict:
+    """The build's own CPU per second of audio, split into the bare model (alone, as the ceiling
+    counts it), what running side by side added to it, the rest of the profiled work (front end
+    and the encoder's own overhead over the bare session) and the rest (the pipeline: the main
+    thread's adds and checkpoints, threads, the calibration). share = busy x bare / CPU, exactly,
+    by wall clock (the build's x real time is within a few ms of it)."""
+    ms = profile["cpu_ms_per_audio_s"]
+    cpu = 1000 * run["own_cpu_s"] / run["audio_s"]
+    bare = 1000 * cores / run["ceiling_x"]
+    side = run["side_by_side_ms"] - bare
+    front = profile["prepare_ms_per_audio_s"] + ms["encoder"] - ms["bare_model"]
+    busy = run["own_cpu_cores"] / cores
+    return {
+        "cpu_ms_per_audio_s": round(cpu, 3),
+        "bare_model": round(bare, 3),
+        "side_by_side_extra": round(side, 3),
+        "front_end_and_encoder_overhead": round(front, 3),
+        "rest": round(cpu - bare - side - front, 3),
+        "busy_share_of_cores": round(busy, 4),
+        "share_by_accounting": round(busy * bare / cpu, 4),
+    }
+
+
 class PipelineClock:
     """A progress callback timing the pipeline: from its first report (models loaded) to the
     last file indexed, with the audio seconds embedded by then."""
@@ -268,6 +316,11 @@ def main() -> None:
                 results[(t, enc, w)][-1]["ceiling_x"] = ceiling[-1]
                 results[(t, enc, w)][-1]["share_of_ceiling"] = round(
                     results[(t, enc, w)][-1]["x_real_time"] / ceiling[-1], 3)
+                sbs = side_by_side_ms(files[: args.profile_files], bare, emb1)
+                results[(t, enc, w)][-1]["side_by_side_ms"] = round(sbs, 3)
+                results[(t, enc, w)][-1]["side_by_side_slowdown"] = round(sbs * ceiling[-1] / (1000 * (os.cpu_count() or 1)), 4)
+                results[(t, enc, w)][-1]["accounting"] = cpu_accounting(results[(t, enc, w)][-1], profile,
+                                                                        os.cpu_count() or 1)
                 results[(t, enc, w)][-1]["loadavg"] = [round(x, 2) for x in os.getloadavg()]
                 print(f"  run: {results[(t, enc, w)][-1]['x_real_time']}x, ceiling {ceiling[-1]}x, share "
                       f"{results[(t, enc, w)][-1]['share_of_ceiling']}", file=sys.stderr, flush=True)
@@ -306,6 +359,36 @@ def main() -> None:
     print(json.dumps(result["best"], indent=2))
 
 
+def accounting_lines(r: dict) -> list[str]:
+    """Where each build's CPU went (see :func:`cpu_accounting`); empty for older results."""
+    rows = [(row, x) for row in r["runs"] for x in row["runs"] if "accounting" in x]
+    if not rows:
+        return []
+    out = [
+        "",
+        "## Where each build's CPU goes (CPU ms per audio second)",
+        "",
+        "The bare model is the ceiling's (one session alone); side by side is what running it on every "
+        "core at once adds (measured right after the build, one thread per core on the one session); front "
+        "end is the profile's hash + decode + VAD + fbank plus Embedder.encode over the bare session; the "
+        "rest is the build's own CPU less those (the main thread's adds and checkpoints, threads, the "
+        "calibration). The share of the ceiling is then busy cores / cores x bare / total.",
+        "",
+        "| workers | encoder | x real time | share of ceiling | busy cores | total | bare model | side by side "
+        "(slowdown) | front end | rest | share by accounting |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, x in rows:
+        a = x["accounting"]
+        out.append(
+            f"| {row['workers']} | {row.get('encoder', 'auto')} | {x['x_real_time']} | {x['share_of_ceiling']} | "
+            f"{x['own_cpu_cores']} | {a['cpu_ms_per_audio_s']} | {a['bare_model']} | {a['side_by_side_extra']} "
+            f"({x['side_by_side_slowdown']:.3f}x) | {a['front_end_and_encoder_overhead']} | {a['rest']} | "
+            f"{a['share_by_accounting']} |"
+        )
+    return out
+
+
 def markdown(r: dict) -> str:
     """A short table of the runs, the stage profile and the bounds it implies."""
     p = r["stage_profile"]
@@ -332,6 +415,7 @@ def markdown(r: dict) -> str:
             f"{row.get('median_share_of_ceiling', '-')} | {b['own_cpu_cores']} | {b['other_cpu_cores']} |"
         )
     e = r["end_to_end"]
+    lines += accounting_lines(r)
     default = next((row for row in r["runs"] if row["ort_threads"] == 1 and row["workers"] == r["machine"]["cpus"]
                     and row.get("encoder") in ("workers", "auto")), None)
     if default is not None:
@@ -364,6 +448,8 @@ def markdown(r: dict) -> str:
         f"* What is left: everything but the model costs {p['prepare_ms_per_audio_s']} CPU ms per audio second "
         f"against the model's {ms['encoder']}: at most {ms['encoder'] / p['total_ms_per_audio_s']:.0%} of the "
         "ceiling even with both cores always busy. Faster needs a cheaper model (INT8) or a cheaper front end.",
+        "* The ceiling also leaves out what the cores cost each other when both run the model (the side by side "
+        "column above) and the pipeline's own work (the rest).",
     ]
     return "\n".join(lines) + "\n"
 
