@@ -7,7 +7,7 @@ of products into a saturating int16: with full-range weights (|w| <= 127) a pair
 clips. Weights quantised to 7 bits (symmetric, |w| <= 64: at most 32,640 per pair) cannot saturate, at the
 cost of one bit of weight precision (ONNX Runtime's ``reduce_range``).
 
-Measured on an AVX2-only AMD EPYC (benchmarks/results/int8_avx2.md, ``python
+Measured with CAM++ converter 1 on an AVX2-only AMD EPYC (benchmarks/results/int8_avx2.md, ``python
 benchmarks/bench_int8.py --runs 20 --weight-bits 8 --types uint8/uint8,int8/int8``): cosine to the
 FP32 embedding over 20 librispeech-251 utterances, min / mean, and speed-up on 1 thread. 7-bit
 weights (this recipe): 0.9881 / 0.9932, 1.27x. Full-range int8 weights: 0.9825 / 0.9920, 1.22x.

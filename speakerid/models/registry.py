@@ -133,12 +133,11 @@ BUILTIN: dict[str, BuiltinModel] = {
 }
 
 #: FP32 CAM++ on every CPU kind, campplus-int8 on none (BENCHMARKS.md "INT8 CAM++"):
-#: - on the AVX-512 VNNI / AMX Xeon the static INT8 graph measured 1.20x FP32's speed on 1 thread
-#:   idle (goal 1.8x: its Conv time drops ~3x, but the ops that stay FP32, the Q/DQ pairs and ONNX
-#:   Runtime's NHWC transposes take most of it back), and it moved the EER by more than 0.05
-#:   points on 7 of 14 dev conditions (worst +0.85 on cross, +0.43 on babble at 0 dB);
-#: - on the AVX2-only EPYC (7-bit weights, speakerid.models.cpu) it measured 1.27x, and missed the
-#:   EER goal on 7 of 14 (worst +0.49 on telephone).
+#: - on every CPU kind measured the static INT8 graph moved the EER by more than 0.05 points on 7
+#:   of 14 dev conditions (worst +0.85 on cross; babble at 0 dB and telephone ~+0.4);
+#: - its speed on 1 thread met the 1.8x goal only on AVX-512 VNNI without AMX (AMD EPYC Zen 5,
+#:   converter 2: 1.82-1.84x); converter 1 measured 1.20x on the AMX Xeon and 1.27x on the
+#:   AVX2-only EPYC (7-bit weights there, speakerid.models.cpu).
 #: A default chosen by CPU flags would also give one index different embeddings on different
 #: machines; campplus-int8 stays opt-in (``--model campplus-int8``).
 DEFAULT_MODEL = "campplus"
