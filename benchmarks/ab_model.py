@@ -3,7 +3,7 @@
 Each checkout's converter builds the FP32 graph and its static INT8 form (the bundled calibration,
 this CPU's weight bits) from the same CAM++ weights, in a subprocess importing speakerid from that
 checkout. The four ONNX Runtime sessions (1 intra-op thread, as the Embedder opens them) then run
-alternately, run by run, on the features of 10 s of real speech, so the machine's drift hits them
+alternately, run by run, on the features of 10 s of real speech (``--seconds``), so the machine's drift hits them
 alike; medians in ms, ratios, and the cosines between the old and new embeddings.
 
     git worktree add /tmp/old <commit>
@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("old", type=Path, help="the other checkout (e.g. a git worktree)")
     ap.add_argument("--new", type=Path, default=HERE.parent, help="default: this checkout")
     ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--seconds", type=float, default=10.0,
+                    help="input length (the clip is repeated past its 17 s)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "ab_model.json")
     args = ap.parse_args()
     import soundfile as sf
@@ -76,7 +78,8 @@ def main() -> None:
     from speakerid.models.cpu import cpu_kind, int8_weight_bits
 
     x, _ = sf.read(CLIP, dtype="float32")
-    feats = kaldi_fbank(x[: 10 * 16000], FbankOptions())[None]
+    n = int(args.seconds * 16000)
+    feats = kaldi_fbank(np.tile(x, -(-n // len(x)))[:n], FbankOptions())[None]
     with tempfile.TemporaryDirectory(prefix="ab-model-") as td:
         sessions, versions = {}, {}
         for side, root in (("old", args.old), ("new", args.new)):
@@ -111,6 +114,7 @@ def main() -> None:
                     "platform": platform.platform(), "loadavg": [round(v, 2) for v in os.getloadavg()]},
         "converter_versions": versions,
         "runs": args.runs,
+        "input_s": args.seconds,
         "median_ms": ms,
         "new_over_old": {k: round(ms[f"new_{k}"] / ms[f"old_{k}"], 3) for k in ("fp32", "int8")},
         "int8_speedup": {side: round(ms[f"{side}_fp32"] / ms[f"{side}_int8"], 3) for side in ("old", "new")},

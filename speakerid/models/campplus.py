@@ -10,11 +10,11 @@ pre-activation BatchNorms (before a ReLU and a conv) stay, each as one ``BatchNo
 node with mean 0, variance 1 and epsilon 0 (one pass over the dense block's features, where a
 ``Mul`` and an ``Add`` took two).
 The CAM context gate is computed per 100-frame segment and expanded back to frames, which
-equals the reference (it expands the pooled context to frames before its 1x1 convs). Both the
-pooling (mean over time plus segment mean) and the expansion are one ``MatMul`` each, by
-matrices computed once per input from the frame count: the pooling had taken five ops per
-layer (ReduceMean, Pad, Reshape, ReduceSum, Div) and the expansion a ``Gather``, ~50 us each on
-inputs this small (BENCHMARKS.md, "INT8 CAM++").
+equals the reference (it expands the pooled context to frames before its 1x1 convs). The
+pooling is a segment sum and one ``MatMul`` by an (n, n) matrix (the mean over time and the
+segment means at once), where it had been six ops (ReduceMean, Pad, Reshape, ReduceSum, Div,
+Add); the expansion is one ``MatMul`` by a one-hot matrix, where a ``Gather`` copied element by
+element (~40 us a layer on 10 s of speech, ONNX Runtime profiler, 1 thread).
 """
 
 from __future__ import annotations
@@ -140,42 +140,53 @@ def _fcm_head(g: _Builder, feats: str) -> str:
 
 
 class _Segments:
-    """What seg_pooling needs, computed once from the frame count T after the TDNN: ``pool``,
-    ``(T, n)`` with n = ceil(T / 100), so that ``x @ pool`` is the mean of ``x`` over time plus
-    the mean over each frame's 100-frame segment (the last one may be shorter); ``expand``,
-    ``(n, T)`` one-hot, so that ``g @ expand`` repeats each segment's value over its frames
-    (exact: one product by 1, the rest by 0)."""
+    """What seg_pooling needs, computed once from the frame count T after the TDNN (n = ceil(T /
+    100) segments, the last one maybe shorter). The pooled context is the sum over each segment
+    (``pads`` and ``fold_shape`` fold time into (n, 100)) times ``mix``, ``(n, n)``: diag(1 /
+    frames in the segment) + 1 / T, i.e. each segment's mean plus the mean over all time. The gate
+    goes back to frames by a product with ``expand``, ``(n, T)`` one-hot (exact: one product by
+    1, the rest by 0). The pooling is linear in T; the expansion costs C_out x n x T = 32 x T^2 /
+    100 multiply-adds a layer, quadratic: ~1 % of the model's work for a 60 s window (the
+    Embedder's default), ~8 % at 10 minutes. On 300 s of input the whole graph timed within
+    noise of the Gather graph's (AMD EPYC Zen 5, 1 thread, 5 alternating runs)."""
 
     def __init__(self, g: _Builder, x: str) -> None:
         i64 = np.int64
         t = g.op("Shape", [x], start=2, end=3)  # [T]
-        scalar = g.const("axes_0", [0], i64)
+        scalar, col = g.const("axes_0", [0], i64), g.const("axes_1", [1], i64)
         n = g.op("Div", [g.op("Add", [t, g.const("seg_len_m1", [SEG_LEN - 1], i64)]),
                          g.const("seg_len", [SEG_LEN], i64)])  # [ceil(T / 100)]
-        starts = g.op("Range", [g.const("zero_i64", 0, i64), g.op("Squeeze", [g.op("Mul", [n, "seg_len"]), scalar]),
-                                g.const("seg_len_scalar", SEG_LEN, i64)])
-        valid = g.op("Min", [g.op("Sub", [t, starts]), "seg_len"])  # frames in each segment
+        padded = g.op("Mul", [n, "seg_len"])
+        #: Pad input for (B, C, T): zeros at the end of time up to a multiple of 100.
+        self.pads = g.op("Concat", [g.const("zeros5", [0] * 5, i64), g.op("Sub", [padded, t])], axis=0)
+        self.fold_shape = g.const("seg_fold_shape", [0, 0, -1, SEG_LEN], i64)
+        segs = g.op("Range", [g.const("zero_i64", 0, i64), g.op("Squeeze", [n, scalar]),
+                              g.const("one_i64", 1, i64)])  # (n,)
+        valid = g.op("Min", [g.op("Sub", [t, g.op("Mul", [segs, g.const("seg_len_scalar", SEG_LEN, i64)])]),
+                             "seg_len"])  # frames in each segment
         counts = g.op("Cast", [valid], to=TensorProto.FLOAT)  # (n,)
-        frames = g.op("Range", ["zero_i64", g.op("Squeeze", [t, scalar]), g.const("one_i64", 1, i64)])
-        frame_to_seg = g.op("Div", [frames, "seg_len"])  # (T,) segment index of each frame
-        segs = g.op("Range", ["zero_i64", g.op("Squeeze", [n, scalar]), "one_i64"])  # (n,)
-        col = g.const("axes_1", [1], i64)
-        same = g.op("Equal", [g.op("Unsqueeze", [segs, col]), g.op("Unsqueeze", [frame_to_seg, scalar])])
-        self.expand = g.op("Cast", [same], to=TensorProto.FLOAT)  # (n, T)
         self.t_float = g.op("Cast", [t], to=TensorProto.FLOAT)  # [T] as float (StatsPool)
+        frames = g.op("Range", ["zero_i64", g.op("Squeeze", [t, scalar]), "one_i64"])
+        frame_seg = g.op("Div", [frames, "seg_len"])  # (T,) segment index of each frame
+        same = g.op("Equal", [g.op("Unsqueeze", [segs, col]), g.op("Unsqueeze", [frame_seg, scalar])])
+        self.expand = g.op("Cast", [same], to=TensorProto.FLOAT)  # (n, T)
+        eye = g.op("Cast", [g.op("Equal", [g.op("Unsqueeze", [segs, col]), g.op("Unsqueeze", [segs, scalar])])],
+                   to=TensorProto.FLOAT)
         one = g.const("one_f", [1.0])
-        per_seg = g.op("Mul", [self.expand, g.op("Unsqueeze", [g.op("Div", [one, counts]), col])])
-        self.pool = g.op("Transpose", [g.op("Add", [per_seg, g.op("Div", [one, self.t_float])])], perm=[1, 0])
+        self.mix = g.op("Add", [g.op("Div", [eye, g.op("Unsqueeze", [counts, scalar])]),
+                                g.op("Div", [one, self.t_float])])  # (n, n)
 
 
 def _cam_layer(g: _Builder, x: str, prefix: str, dilation: int, seg: _Segments) -> str:
     """y * sigmoid(linear2(relu(linear1(mean_T(x) + seg_pool(x))))) on (B, C, T)."""
     y = g.conv(x, f"{prefix}.linear_local", dilation=dilation,
                padding=(g.state[f"{prefix}.linear_local.weight"].shape[2] - 1) // 2 * dilation)
-    context = g.op("MatMul", [x, seg.pool])  # (B, C, n)
+    folded = g.op("Reshape", [g.op("Pad", [x, seg.pads]), seg.fold_shape])  # (B, C, n, 100)
+    sums = g.op("ReduceSum", [folded, g.const("axes_3", [3], np.int64)], keepdims=0)  # (B, C, n)
+    context = g.op("MatMul", [sums, seg.mix])  # segment means + the mean over time
     h = g.op("Relu", [g.conv(context, f"{prefix}.linear1")])
-    gate = g.op("Sigmoid", [g.conv(h, f"{prefix}.linear2")])
-    return g.op("Mul", [y, g.op("MatMul", [gate, seg.expand])])  # gate (B, C_out, n) -> (B, C_out, T)
+    gate = g.op("Sigmoid", [g.conv(h, f"{prefix}.linear2")])  # (B, C_out, n)
+    return g.op("Mul", [y, g.op("MatMul", [gate, seg.expand])])  # gate to frames: (B, C_out, T)
 
 
 def _dense_block(g: _Builder, x: str, prefix: str, dilation: int, seg: _Segments) -> str:
