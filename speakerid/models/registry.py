@@ -136,7 +136,7 @@ BUILTIN: dict[str, BuiltinModel] = {
 #: - on every CPU kind measured the static INT8 graph moved the EER by more than 0.05 points on 7
 #:   of 14 dev conditions (worst +0.85 on cross; babble at 0 dB and telephone ~+0.4);
 #: - its speed on 1 thread met the 1.8x goal only on AVX-512 VNNI without AMX (AMD EPYC Zen 5,
-#:   converter 2: 1.82-1.84x); converter 1 measured 1.20x on the AMX Xeon and 1.27x on the
+#:   converter 2: 1.80-1.92x); converter 1 measured 1.20x on the AMX Xeon and 1.27x on the
 #:   AVX2-only EPYC (7-bit weights there, speakerid.models.cpu).
 #: A default chosen by CPU flags would also give one index different embeddings on different
 #: machines; campplus-int8 stays opt-in (``--model campplus-int8``).
