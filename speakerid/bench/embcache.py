@@ -4,7 +4,8 @@ An entry is keyed by the *content* of what was embedded (sha256 of a file's byte
 in-memory samples and their rate), the model name, the sha256 of the model's weights and a
 short hash of the model as built (converter version, ONNX file sha256) and of the audio / VAD /
 embedding options that change the result. Renaming or copying a file keeps its entry; editing
-it, changing the model's weights or its converter, or turning the VAD off makes a new one. Clips whose content cannot give an embedding (no speech, too short, undecodable) are
+it, changing the model's weights or its converter, or turning the VAD off makes a new one.
+Clips whose content cannot give an embedding (no speech, too short, undecodable) are
 cached as failures too, so they are not tried again.
 
 Layout (under ``$SPEAKERID_HOME/embcache`` unless a directory is given)::

@@ -146,9 +146,9 @@ class _Segments:
     frames in the segment) + 1 / T, i.e. each segment's mean plus the mean over all time. The gate
     goes back to frames by a product with ``expand``, ``(n, T)`` one-hot (exact: one product by
     1, the rest by 0). The pooling is linear in T; the expansion costs C_out x n x T = 32 x T^2 /
-    100 multiply-adds a layer, quadratic: ~1 % of the model's work for a 60 s window (the
-    Embedder's default), ~8 % at 10 minutes. On 300 s of input the whole graph timed within
-    noise of the Gather graph's (AMD EPYC Zen 5, 1 thread, 5 alternating runs)."""
+    100 multiply-adds a layer, quadratic: by that count ~1 % of the model's work for a 60 s
+    window (the Embedder's default) and ~8 % at 10 minutes. Timed on 300 s of input, the whole
+    graph was within noise of the Gather graph's (AMD EPYC Zen 5, 1 thread, 5 alternating runs)."""
 
     def __init__(self, g: _Builder, x: str) -> None:
         i64 = np.int64
