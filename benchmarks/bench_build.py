@@ -174,22 +174,20 @@ class BareModel:
             self.sess.run([self.spec.output_name], {self.spec.input_name: f[None]})
 
 
-def bare_model_ms(files: list[Path], bare: BareModel, emb: Embedder) -> float:
-    """CPU ms of the bare model per second of audio on ``files`` (their prepared features)."""
-    prepared = [emb.prepare(f) for f in files]
+def bare_model_ms(prepared: list, bare: BareModel) -> float:
+    """CPU ms of the bare model per second of audio on ``prepared`` clips (Embedder.prepare)."""
     t = time.thread_time()
     for p in prepared:
         bare(p)
     return 1000 * (time.thread_time() - t) / sum(p.duration_s for p in prepared)
 
 
-def side_by_side_ms(files: list[Path], bare: BareModel, emb: Embedder) -> float:
+def side_by_side_ms(prepared: list, bare: BareModel) -> float:
     """CPU ms of the bare model per second of audio with one thread per core running it at once,
-    on the one session, as the build's workers do: each thread runs the prepared features of
-    ``files``; the median over the threads. Against :func:`bare_model_ms` (one thread alone),
+    on the one session, as the build's workers do: each thread runs the features of the
+    ``prepared`` clips; the median over the threads. Against :func:`bare_model_ms` (one thread alone),
     what running side by side costs the cores (shared caches, memory bandwidth, a VM's cores
     that may share a physical one), which the ceiling leaves out."""
-    prepared = [emb.prepare(f) for f in files]
     audio_s = sum(p.duration_s for p in prepared)
     out: list[float] = []
 
@@ -306,17 +304,18 @@ def main() -> None:
         results: dict[tuple, list[dict]] = {c: [] for c in configs}
         bare, ceiling = BareModel(), []
         emb1 = Embedder("campplus", embed=EmbedOptions(threads=1))
+        prepared = [emb1.prepare(f) for f in files[: args.profile_files]]  # the ceiling's input, once
         for _ in range(args.repeats):  # interleaved, so a busy spell of the machine hits all configs
             for t, enc, w in configs:
                 wait_until_idle(args.wait_idle)
                 results[(t, enc, w)].append(one_build(corpus, work, embedders[t], w, ENCODER_PLACES[enc]))
                 # the ceiling, measured right after each build: cores / bare model CPU per audio s
-                ms = bare_model_ms(files[: args.profile_files], bare, emb1)
+                ms = bare_model_ms(prepared, bare)
                 ceiling.append(round(1000 * (os.cpu_count() or 1) / ms, 1))
                 results[(t, enc, w)][-1]["ceiling_x"] = ceiling[-1]
                 results[(t, enc, w)][-1]["share_of_ceiling"] = round(
                     results[(t, enc, w)][-1]["x_real_time"] / ceiling[-1], 3)
-                sbs = side_by_side_ms(files[: args.profile_files], bare, emb1)
+                sbs = side_by_side_ms(prepared, bare)
                 results[(t, enc, w)][-1]["side_by_side_ms"] = round(sbs, 3)
                 results[(t, enc, w)][-1]["side_by_side_slowdown"] = round(sbs * ceiling[-1] / (1000 * (os.cpu_count() or 1)), 4)
                 results[(t, enc, w)][-1]["accounting"] = cpu_accounting(results[(t, enc, w)][-1], profile,

@@ -31,9 +31,7 @@ import numpy as np
 from speakerid.audio import load
 from speakerid.features import complete_options
 from speakerid.features.kaldi import FbankOptions, kaldi_fbank
-from speakerid.models import quantize, store
-from speakerid.models import cpu
-from speakerid.models.cpu import VNNI_KINDS
+from speakerid.models import cpu, quantize, store
 from speakerid.models.registry import BUILTIN
 from speakerid.models.spec import ONNX_FILE
 
@@ -205,7 +203,7 @@ def markdown(res: dict) -> str:
                 f"Goal >= {GOAL_SPEEDUP}x on this CPU kind ({c['kind']}): "
                 f"**{'met' if s['speedup'] >= GOAL_SPEEDUP else 'not met'}**. The two models alternate run by run, so "
                 "other load (see the load average above) slows both alike, though it makes the ratio noisier.\n"]
-    if (HERE / "results" / "int8_avx2.md").is_file() and c["kind"] in VNNI_KINDS:
+    if (HERE / "results" / "int8_avx2.md").is_file() and c["kind"] in cpu.VNNI_KINDS:
         out += ["## AVX2-only CPUs\n",
                 "Measured on real AVX2 hardware (an AMD EPYC without VNNI): results/int8_avx2.md. There the "
                 "store builds campplus-int8 with 7-bit weights (speakerid/models/cpu.py); the qemu check of "
