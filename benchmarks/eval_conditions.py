@@ -216,19 +216,30 @@ def open_set_fa(emb: Embedder, gallery: np.ndarray, gallery_bad: np.ndarray, nam
     return float(np.mean(fas)), float(np.mean(thrs))
 
 
+def gallery_scores(enrol_vecs: dict, query_vecs: dict, corpus: Corpus, dim: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(gallery matrix, its refused mask, gallery x queries scores) and the gallery rows of the
+    queried speakers' enrolment halves (vectors keyed by (speaker, role))."""
+    queried = [s for s in corpus.speakers if s in corpus.halves]
+    names = list(corpus.speakers)
+    g_keys = [(s, "enrol" if s in corpus.halves else "whole") for s in names]
+    gallery, g_bad = _matrix(enrol_vecs, g_keys, dim)
+    query, q_bad = _matrix(query_vecs, [(s, "query") for s in queried], dim)
+    return gallery, g_bad, score_matrix(gallery, g_bad, query, q_bad), [names.index(s) for s in queried]
+
+
+def verification_trials(s_gq: np.ndarray, half: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, labels) of each enrolment half against each query half: the targets are the diagonal."""
+    return s_gq[half].ravel(), np.eye(len(half), dtype=int).ravel()
+
+
 def metrics(emb: Embedder, enrol_vecs: dict, query_vecs: dict, corpus: Corpus, tmp: Path) -> dict:
     """The table's figures for one system and condition (vectors keyed by (speaker, role))."""
     queried = [s for s in corpus.speakers if s in corpus.halves]
     names = list(corpus.speakers)
-    g_keys = [(s, "enrol" if s in corpus.halves else "whole") for s in names]
-    gallery, g_bad = _matrix(enrol_vecs, g_keys, emb.dim)
-    query, q_bad = _matrix(query_vecs, [(s, "query") for s in queried], emb.dim)
-    s_gq = score_matrix(gallery, g_bad, query, q_bad)  # gallery x queries
-    half = [names.index(s) for s in queried]
-    ver = s_gq[half]  # enrol halves x query halves: the target trials are the diagonal
-    labels = np.eye(len(queried), dtype=int)
-    e = eer(ver.ravel(), labels.ravel())
-    d = min_dcf(ver.ravel(), labels.ravel(), p_target=0.01)
+    gallery, g_bad, s_gq, half = gallery_scores(enrol_vecs, query_vecs, corpus, emb.dim)
+    scores, labels = verification_trials(s_gq, half)
+    e = eer(scores, labels)
+    d = min_dcf(scores, labels, p_target=0.01)
     s_qg = s_gq.T
     truth = np.array(half)
     top1 = topk_accuracy(s_qg, truth, ks=(1,))[1]
