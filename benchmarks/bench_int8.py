@@ -80,6 +80,24 @@ def clips(data: Path, n: int, min_s: float = 0.0) -> list[tuple[str, np.ndarray]
     return out
 
 
+def condition_feats(data: Path, names: list[str], every: int = 5) -> dict[str, list[np.ndarray]]:
+    """condition -> the features of every ``every``-th query half under it (benchmarks/conditions.py,
+    seed 0), as the Embedder's front end makes them (resampled to 16 kHz, VAD off)."""
+    from conditions import Corpus, build  # benchmarks/, beside this script
+
+    from speakerid.audio import prepare
+
+    corpus = Corpus.load(data)
+    opts = fbank_options()
+    return {c: [kaldi_fbank(prepare(k.samples, k.sample_rate_hz), opts) for k in build(corpus, c, 0) if k.role == "query"][::every]
+            for c in names}
+
+
+def condition_cosines(s32, s8, by_condition: dict[str, list[np.ndarray]]) -> dict[str, dict[str, float]]:
+    return {c: {"mean": float(np.mean(v)), "min": min(v), "clips": len(v)}
+            for c, v in ((c, cosines(s32, s8, f)) for c, f in by_condition.items())}
+
+
 def embed(sess, feats: np.ndarray) -> np.ndarray:
     return sess.run(None, {"feats": feats[None].astype(np.float32)})[0][0]
 
@@ -115,7 +133,9 @@ def variant_nodes(model, keep: tuple[str, ...]) -> list[str]:
 VARIANTS = {
     "all-conv": (),
     "keep-gate": ("cam_layer.linear1.", "cam_layer.linear2."),
-    "keep-gate-transit3 (chosen)": quantize.KEEP_FP32_CONVS,
+    "keep-gate-transit3 (int8.1)": ("cam_layer.linear1.", "cam_layer.linear2.", "xvector.transit3.linear."),
+    "keep-gate-transit3-conv1 (chosen)": quantize.KEEP_FP32_CONVS,
+    "keep-gate-transit3-conv1-layer1": (*quantize.KEEP_FP32_CONVS, "head.layer1."),
     "keep-gate-transit3-head": (*quantize.KEEP_FP32_CONVS, "head."),
 }
 
@@ -214,14 +234,25 @@ def markdown(res: dict) -> str:
         k = res["cosine"]
         out += ["## Closeness to FP32\n", f"Cosine INT8 vs FP32 embedding on {k['clips']} whole librispeech-251 "
                 f"utterances: min {k['min']:.4f}, mean {k['mean']:.4f}.\n"]
+        if k.get("conditions"):
+            out.append("Under the dev conditions (query halves, seed 0; mean / min): " + ", ".join(
+                f"{c} {v['mean']:.4f} / {v['min']:.4f} ({v['clips']} clips)" for c, v in k["conditions"].items()) + ".\n")
     if res.get("variants"):
         out += ["## Calibration method and ops kept in FP32\n",
                 f"Cosine to FP32 on {res['cosine']['clips'] if 'cosine' in res else '?'} clips; speed-up as above "
-                f"({res['variant_runs']} runs each).\n", "| method | variant | cos min | cos mean | speed-up |",
-                "|---|---|---:|---:|---:|"]
+                f"({res['variant_runs']} runs each). Condition columns: mean cosine on that condition's query "
+                "halves (seed 0).\n"]
+        conds = list(res["variants"][0].get("conditions", {}))
+        out += ["| method | variant | cos min | cos mean | " + "".join(f"{c} | " for c in conds) + "speed-up |",
+                "|---|---|---:|---:|" + "---:|" * len(conds) + "---:|"]
+        if conds and "conditions" in res.get("cosine", {}):
+            k = res["cosine"]
+            out.append(f"| {quantize.CALIBRATE_METHOD} | the store's campplus-int8 | {k['min']:.4f} | {k['mean']:.4f} | "
+                       + "".join(f"{k['conditions'][c]['mean']:.4f} | " for c in conds) + f"{res['speed']['speedup']:.2f}x |")
         for v in res["variants"]:
             out.append(f"| {v['method']} | {v['variant']} | {v['cos_min']:.4f} | {v['cos_mean']:.4f} | "
-                       f"{v.get('speedup', float('nan')):.2f}x |")
+                       + "".join(f"{v['conditions'][c]['mean']:.4f} | " for c in conds)
+                       + f"{v.get('speedup', float('nan')):.2f}x |")
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -234,6 +265,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--methods", default="", help="also measure these calibration methods (comma-separated)")
     ap.add_argument("--variants", action="store_true", help="also measure other sets of FP32 convs")
+    ap.add_argument("--cosine-conditions", default="",
+                    help="also give each model's cosine to FP32 on query halves of these dev conditions "
+                         "(benchmarks/conditions.py, seed 0, every 5th; e.g. babble-0dB,telephone,far-field)")
     ap.add_argument("--weight-bits", default="",
                     help="also measure the chosen recipe with weights on these bits (comma-separated: 8,7)")
     ap.add_argument("--types", default="",
@@ -273,6 +307,9 @@ def main() -> None:
     feats = [kaldi_fbank(x, opts) for _, x in clips(args.data, args.clips)]
     cs = cosines(s32, s8, feats)
     res["cosine"] = {"clips": len(cs), "min": min(cs), "mean": float(np.mean(cs)), "values": cs}
+    by_condition = condition_feats(args.data, [c for c in args.cosine_conditions.split(",") if c])
+    if by_condition:
+        res["cosine"]["conditions"] = condition_cosines(s32, s8, by_condition)
     ten = [kaldi_fbank(x[: 10 * 16000], opts) for _, x in clips(args.data, args.speed_clips, 10.0)]
     res["speed_clips"] = len(ten)
     res["speed"] = speed(s32, s8, ten, args.runs)
@@ -286,7 +323,7 @@ def main() -> None:
 
         fp32 = onnx.load(str(d32 / ONNX_FILE))
         windows = quantize.bundled_calibration()
-        chosen = "keep-gate-transit3 (chosen)"
+        chosen = "keep-gate-transit3-conv1 (chosen)"
         recipe = ("uint8", "int8")
         # (method, variant key, label, weight bits, (activation, weight) types)
         todo = [(m, chosen, chosen, None, recipe) for m in methods]
@@ -303,6 +340,8 @@ def main() -> None:
                 sv = session(p)
                 vc = cosines(s32, sv, feats)
                 row = {"method": method, "variant": name, "cos_min": min(vc), "cos_mean": float(np.mean(vc))}
+                if by_condition:
+                    row["conditions"] = condition_cosines(s32, sv, by_condition)
                 row["speedup"] = speed(s32, sv, ten[:1], max(5, args.runs // 3))["speedup"]
                 variants.append(row)
                 print(row, file=sys.stderr)

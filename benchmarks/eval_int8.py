@@ -40,6 +40,8 @@ from speakerid.config import EmbedOptions  # noqa: E402
 from speakerid.metrics import eer, min_dcf  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+#: The reference, then the models compared with it (any store or user model: a variant added with
+#: ``speakerid models add NAME --onnx ... --frontend fbank --config ...`` is measured the same way).
 MODELS = ("campplus", "campplus-int8")
 GOAL_EER_POINTS = 0.05
 
@@ -81,13 +83,12 @@ def seed_trials(embedders: dict[str, Embedder], caches: dict[str, EmbeddingCache
     return out
 
 
-def summarise(per_seed: list[dict], seeds: list[int]) -> dict:
-    """condition -> pooled and per-seed figures of both models."""
-    fp32, int8 = MODELS
+def summarise(per_seed: list[dict], seeds: list[int], fp32: str, int8: str) -> dict:
+    """condition -> pooled and per-seed figures of ``int8`` against ``fp32``."""
     rows = {}
     for cond in per_seed[0][fp32]:
         pooled = {}
-        for m in MODELS:
+        for m in (fp32, int8):
             s = np.concatenate([t[m][cond][0] for t in per_seed])
             lab = np.concatenate([t[m][cond][1] for t in per_seed])
             pooled[m] = {"eer": eer(s, lab).eer, "min_dcf_001": min_dcf(s, lab, p_target=0.01).min_dcf,
@@ -107,32 +108,41 @@ def summarise(per_seed: list[dict], seeds: list[int]) -> dict:
 
 
 def markdown(res: dict) -> str:
+    ref, others = res["models"][0], res["models"][1:]
     out = [f"# INT8 CAM++ against FP32 over {len(res['seeds'])} seeds of the dev conditions\n",
            f"Made by `{res['command']}` ({res['created']}). CPU kind **{res['cpu_kind']}** ({res['cpu']}); "
            f"campplus-int8 weights on {res['int8_weight_bits']} bits here. Seeds {res['seeds']}; bare system "
            "(VAD off), 1 ORT thread. EER and minDCF over the trials of all seeds pooled; the change in EER points, "
            "and its mean and standard error over the seeds taken one by one. One target trial is the EER "
-           f"resolution. Goal: |pooled change| <= {GOAL_EER_POINTS} points. Took {res['seconds']:.0f} s.\n",
-           "| condition | target trials | one trial (points) | EER FP32 | EER INT8 | change (points) | per seed: mean +- SE "
-           "| minDCF FP32 / INT8 | goal |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for cond, r in res["rows"].items():
+           f"resolution. Goal: |pooled change| <= {GOAL_EER_POINTS} points. Took {res['seconds']:.0f} s.\n"]
+    for model in others:
+        out += table(res["rows"][model], ref, model)
+    return "\n".join(out)
+
+
+def table(rows: dict, ref: str, model: str) -> list[str]:
+    out = [f"## {model} against {ref}\n",
+           f"| condition | target trials | one trial (points) | EER {ref} | EER {model} | change (points) | per seed: "
+           f"mean +- SE | minDCF {ref} / {model} | goal |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for cond, r in rows.items():
         a, b = r["fp32"], r["int8"]
         note = " (same clips every seed)" if r["same_clips_every_seed"] else ""
         out.append(f"| {cond}{note} | {a['target_trials']} | {r['one_target_trial_points']:.3f} | {100 * a['eer']:.3f} % | "
                    f"{100 * b['eer']:.3f} % | {r['eer_change_points']:+.3f} | {r['mean_change_points']:+.3f} +- "
                    f"{r['se_change_points']:.3f} | {a['min_dcf_001']:.4f} / {b['min_dcf_001']:.4f} | "
                    f"{'met' if r['goal_met'] else 'NOT met'} |")
-    met = sum(r["goal_met"] for r in res["rows"].values())
-    worst = max(res["rows"].items(), key=lambda kv: abs(kv[1]["eer_change_points"]))
-    out.append(f"\nGoal met on {met} of {len(res['rows'])} rows; largest |change| {worst[1]['eer_change_points']:+.3f} "
+    met = sum(r["goal_met"] for r in rows.values())
+    worst = max(rows.items(), key=lambda kv: abs(kv[1]["eer_change_points"]))
+    out.append(f"\nGoal met on {met} of {len(rows)} rows; largest |change| {worst[1]['eer_change_points']:+.3f} "
                f"points ({worst[0]}).\n")
-    return "\n".join(out)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=HERE.parents[1] / "shared/data/librispeech-251")
     ap.add_argument("--seeds", default="0-7")
+    ap.add_argument("--models", default=",".join(MODELS), help="the reference first, then the models compared with it")
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache-dir", type=Path, default=None, help="default: $SPEAKERID_HOME/embcache")
@@ -142,7 +152,10 @@ def main() -> None:
     conditions = args.conditions.split(",")
     t0 = time.perf_counter()
     corpus = Corpus.load(args.data)
-    embedders = {m: Embedder(m, vad=SYSTEMS["bare"], embed=EmbedOptions(threads=1)) for m in MODELS}
+    models = args.models.split(",")
+    if len(models) < 2:
+        raise SystemExit("--models: give the reference and at least one model to compare with it")
+    embedders = {m: Embedder(m, vad=SYSTEMS["bare"], embed=EmbedOptions(threads=1)) for m in models}
     caches = {m: EmbeddingCache.for_embedder(e, args.cache_dir) for m, e in embedders.items()}
     per_seed = []
     for seed in seeds:
@@ -152,7 +165,8 @@ def main() -> None:
     c = cpu_report()
     res = {"command": "python benchmarks/eval_int8.py " + " ".join(sys.argv[1:]), "created": time.strftime("%Y-%m-%d"),
            "seeds": seeds, "cpu_kind": c["kind"], "cpu": c["model_name"], "int8_weight_bits": c["weight_bits"],
-           "onnxruntime": c["onnxruntime"], "seconds": time.perf_counter() - t0, "rows": summarise(per_seed, seeds)}
+           "onnxruntime": c["onnxruntime"], "seconds": time.perf_counter() - t0, "models": models,
+           "rows": {m: summarise(per_seed, seeds, models[0], m) for m in models[1:]}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(res))

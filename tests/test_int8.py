@@ -102,8 +102,13 @@ def test_built_graph_is_static_qdq_with_int8_weights(home) -> None:
     scale = onnx.numpy_helper.to_array(inits[dq[0].input[1]])
     assert scale.ndim == 1 and scale.size == onnx.numpy_helper.to_array(inits[dq[0].input[0]]).shape[0] > 1
     # the ops chosen to stay FP32 do: transit3 and the CAM gate convs keep float weights
-    kept = [i for n, i in inits.items() if "transit3.linear.weight" in n or "cam_layer.linear1.weight" in n]
+    kept = [i for n, i in inits.items() if any(k in n for k in ("transit3.linear.weight", "cam_layer.linear1.weight",
+                                                                 "head.conv1.weight"))]
     assert kept and all(i.data_type == TensorProto.FLOAT for i in kept)
+    # the features reach head.conv1 in float (recipe int8.2): no DequantizeLinear feeds it
+    producer = {o: n for n in model.graph.node for o in n.output}
+    conv1 = [n for n in model.graph.node if n.op_type == "Conv" and n.input[1].startswith("head.conv1.")]
+    assert len(conv1) == 1 and producer[conv1[0].input[0]].op_type != "DequantizeLinear"
     props = {p.key: p.value for p in model.metadata_props}
     assert props["speakerid.calibration_sha256"] == quantize.features_digest(quantize.bundled_calibration())
     assert "MinMax" in props["speakerid.quantisation"] and f"on {WEIGHT_BITS} bits" in props["speakerid.quantisation"]
