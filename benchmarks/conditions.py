@@ -57,6 +57,8 @@ CONDITIONS = (
 )
 #: The conditions where a VAD has something to remove.
 VAD_CONDITIONS = ("silences", "tones")
+#: The conditions that draw nothing at random: the same clips under every seed.
+UNSEEDED = ("clean", "telephone")
 ROLES = ("enrol", "query", "whole")
 
 
