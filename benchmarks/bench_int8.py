@@ -83,6 +83,8 @@ def clips(data: Path, n: int, min_s: float = 0.0) -> list[tuple[str, np.ndarray]
 def condition_feats(data: Path, names: list[str], every: int = 5) -> dict[str, list[np.ndarray]]:
     """condition -> the features of every ``every``-th query half under it (benchmarks/conditions.py,
     seed 0), as the Embedder's front end makes them (resampled to 16 kHz, VAD off)."""
+    if not names:  # nothing asked: do not decode the corpus
+        return {}
     from conditions import Corpus, build  # benchmarks/, beside this script
 
     from speakerid.audio import prepare

@@ -12,8 +12,9 @@ conditions), so K seeds give K x 235 target trials. Per condition this pools the
 
 ``clean`` and ``telephone`` are the same clips under every seed (conditions.UNSEEDED: nothing is
 drawn): they stay at one seed's resolution. The goal is read two ways: the issue's |change| <=
-0.05 points, and "no worse": the change <= +0.05 (INT8 better than FP32 is no loss). The system is the bare one (VAD off; eval_conditions.SYSTEMS["bare"]), 1 ORT thread,
-embeddings through the benchmarks' embedding cache (a rerun only scores).
+0.05 points, and "no worse": the change <= +0.05 (INT8 better than FP32 is no loss). The system
+is the bare one (VAD off; eval_conditions.SYSTEMS["bare"]), 1 ORT thread, embeddings through the
+benchmarks' embedding cache (a rerun only scores).
 
     python benchmarks/eval_int8.py --seeds 0-7 --out benchmarks/results/int8_seeds_avx512vnni.json
 """
@@ -98,7 +99,8 @@ def summarise(per_seed: list[dict], seeds: list[int], fp32: str, int8: str) -> d
         rows[cond] = {
             "fp32": pooled[fp32], "int8": pooled[int8], "eer_change_points": 100 * (pooled[int8]["eer"] - pooled[fp32]["eer"]),
             "per_seed_change_points": each, "mean_change_points": float(np.mean(each)),
-            "se_change_points": float(np.std(each, ddof=1) / np.sqrt(len(each))) if len(each) > 1 else float("nan"),
+            # None on one seed (JSON has no NaN)
+            "se_change_points": float(np.std(each, ddof=1) / np.sqrt(len(each))) if len(each) > 1 else None,
         }
     return annotate(rows, len(seeds))
 
@@ -137,7 +139,8 @@ def table(rows: dict, ref: str, model: str) -> list[str]:
         note = " (same clips every seed)" if r["same_clips_every_seed"] else ""
         out.append(f"| {cond}{note} | {a['target_trials']} | {r['one_target_trial_points']:.3f} | {100 * a['eer']:.3f} % | "
                    f"{100 * b['eer']:.3f} % | {r['eer_change_points']:+.3f} | {r['mean_change_points']:+.3f} +- "
-                   f"{r['se_change_points']:.3f} | {a['min_dcf_001']:.4f} / {b['min_dcf_001']:.4f} | "
+                   f"{'-' if r['se_change_points'] is None else format(r['se_change_points'], '.3f')} | "
+                   f"{a['min_dcf_001']:.4f} / {b['min_dcf_001']:.4f} | "
                    f"{'met' if r['goal_met'] else 'NOT met'} | {'yes' if r['no_worse'] else '**no**'} |")
     met = sum(r["goal_met"] for r in rows.values())
     no_worse = sum(r["no_worse"] for r in rows.values())
@@ -163,9 +166,7 @@ def main() -> None:
     if args.report_only:
         res = json.loads(args.out.read_text())
         res["rows"] = {m: annotate(rows, len(res["seeds"])) for m, rows in res["rows"].items()}
-        args.out.write_text(json.dumps(res, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(res))
-        print(markdown(res))
+        write(res, args.out)
         return
     seeds = parse_seeds(args.seeds)
     conditions = args.conditions.split(",")
@@ -186,10 +187,16 @@ def main() -> None:
            "seeds": seeds, "cpu_kind": c["kind"], "cpu": c["model_name"], "int8_weight_bits": c["weight_bits"],
            "onnxruntime": c["onnxruntime"], "seconds": time.perf_counter() - t0, "models": models,
            "rows": {m: summarise(per_seed, seeds, models[0], m) for m in models[1:]}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(res))
-    print(markdown(res))
+    write(res, args.out)
+
+
+def write(res: dict, out: Path) -> None:
+    """``out`` (JSON) and the report beside it (.md), which is also printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    report = markdown(res)
+    out.with_suffix(".md").write_text(report)
+    print(report)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ benchmarks/bench_int8.py, README of the choice in BENCHMARKS.md "INT8 CAM++"):
   conv gains nothing. Kept in FP32 the graph is both closer and faster (AVX-512 VNNI, 1 thread,
   10 s: 1.77-1.87x -> 1.91-1.97x FP32's speed; mean cosine to FP32 on 47 babble-0 dB queries 0.9883
   -> 0.9907, far field 0.9933 -> 0.9951). Keeping the head's first residual stage (``layer1``)
-  too brings babble to 0.9953 but the speed to 1.49x (BENCHMARKS.md "INT8 CAM++").
+  too brings babble to 0.9953 but the speed to 1.46-1.49x (BENCHMARKS.md "INT8 CAM++").
 * Not the pre-activation BatchNorms (a per-channel Mul/Add before each dense layer): quantised
   per tensor they ruin the graph (min cosine 0.31); rewritten as depthwise 1x1 convs (per-channel
   weights) they still cost 0.72 / 0.89, because their input, the dense block's concatenation,
