@@ -55,6 +55,24 @@ def make_calibration(out: Path) -> dict:
     return {"file": str(out), "windows": len(windows), "bytes": out.stat().st_size}
 
 
+def degraded_calibration(seed: int = 0) -> list[np.ndarray]:
+    """The bundled set's ten windows, each also under babble (another window of the same
+    conversation) at 0 and 5 dB and pink noise at 5 dB: 40 windows, still of speech outside
+    librispeech-251 (a test of calibrating on degraded speech, not the store's recipe)."""
+    from conditions import mix_at_snr, pink_noise
+
+    x = load(CALIBRATION_AUDIO)
+    win = int(quantize.WINDOW_S * 16000)
+    pieces = [x[i : i + win] for i in range(0, len(x) - win + 1, win)]
+    rng = np.random.default_rng(seed)
+    out = [kaldi_fbank(p, fbank_options()) for p in pieces]
+    for k, p in enumerate(pieces):
+        other = pieces[(k + 1 + int(rng.integers(len(pieces) - 1))) % len(pieces)]
+        out += [kaldi_fbank(mix_at_snr(p, other, snr), fbank_options()) for snr in (0.0, 5.0)]
+        out.append(kaldi_fbank(mix_at_snr(p, pink_noise(len(p), rng), 5.0), fbank_options()))
+    return out
+
+
 def session(path: Path | str, threads: int = 1):
     import onnxruntime as ort
 
@@ -137,18 +155,24 @@ VARIANTS = {
     "keep-gate": ("cam_layer.linear1.", "cam_layer.linear2."),
     "keep-gate-transit3 (int8.1)": ("cam_layer.linear1.", "cam_layer.linear2.", "xvector.transit3.linear."),
     "keep-gate-transit3-conv1 (chosen)": quantize.KEEP_FP32_CONVS,
+    "keep-gate-transit3-conv1-layer1.0.conv1": (*quantize.KEEP_FP32_CONVS, "head.layer1.0.conv1."),
+    "keep-gate-transit3-conv1-layer1.0.conv1+shortcut": (*quantize.KEEP_FP32_CONVS, "head.layer1.0.conv1.",
+                                                          "head.layer1.0.shortcut."),
+    "keep-gate-transit3-conv1-layer1.0": (*quantize.KEEP_FP32_CONVS, "head.layer1.0."),
     "keep-gate-transit3-conv1-layer1": (*quantize.KEEP_FP32_CONVS, "head.layer1."),
     "keep-gate-transit3-head": (*quantize.KEEP_FP32_CONVS, "head."),
 }
 
 
 def build_variant(fp32, windows, method: str, keep: tuple[str, ...], tmp: Path, weight_bits: int | None = None,
-                  types: tuple[str, str] = ("uint8", "int8")):
-    """quantize.quantise with another set of convs kept in FP32 (or other weight bits or types)."""
+                  types: tuple[str, str] = ("uint8", "int8"), alpha: float | None = quantize.EQUALISE_ALPHA):
+    """quantize.quantise with another set of convs kept in FP32 (or other weight bits, types or
+    channel equalisation)."""
     saved = quantize.KEEP_FP32_CONVS
     quantize.KEEP_FP32_CONVS = keep
     try:
-        return quantize.quantise(fp32, windows, method=method, workdir=tmp, weight_bits=weight_bits, types=types)
+        return quantize.quantise(fp32, windows, method=method, workdir=tmp, weight_bits=weight_bits, types=types,
+                                 alpha=alpha)
     finally:
         quantize.KEEP_FP32_CONVS = saved
 
@@ -274,6 +298,8 @@ def main() -> None:
                     help="also measure the chosen recipe with weights on these bits (comma-separated: 8,7)")
     ap.add_argument("--types", default="",
                     help="also measure these activation/weight types (comma-separated: uint8/uint8,int8/int8)")
+    ap.add_argument("--degraded-calibration", action="store_true",
+                    help="also measure the chosen recipe calibrated on degraded_calibration()")
     ap.add_argument("--numerics-only", action="store_true", help="cosine on 2 short clips, no timing (qemu)")
     ap.add_argument("--make-calibration", action="store_true")
     ap.add_argument("--report-only", action="store_true",
@@ -320,7 +346,7 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m]
     bits = [int(b) for b in args.weight_bits.split(",") if b]
     types = [tuple(t.split("/")) for t in args.types.split(",") if t]
-    if methods or args.variants or bits or types:
+    if methods or args.variants or bits or types or args.degraded_calibration:
         import onnx
 
         fp32 = onnx.load(str(d32 / ONNX_FILE))
@@ -334,9 +360,19 @@ def main() -> None:
         todo += [(quantize.CALIBRATE_METHOD, chosen, f"{chosen}, weights on {b} bits", b, recipe) for b in bits]
         todo += [(quantize.CALIBRATE_METHOD, chosen, f"{chosen}, {t[0]} activations x {t[1]} weights (8 bits)", 8, t)
                  for t in types]
+        alpha = quantize.EQUALISE_ALPHA
+        calib = {"bundled": windows}
+        todo = [(*row, "bundled", alpha) for row in todo]
+        if args.variants:  # the store's choice of convs, other channel equalisations (int8.2: none)
+            todo += [(quantize.CALIBRATE_METHOD, chosen, f"{chosen}, equalisation alpha {a}", None, recipe, "bundled", a)
+                     for a in (None, 1.0) if a != alpha]
+        if args.degraded_calibration:
+            calib["degraded"] = degraded_calibration()
+            todo.append((quantize.CALIBRATE_METHOD, chosen, f"{chosen}, calibrated on degraded speech", None, recipe,
+                         "degraded", alpha))
         with tempfile.TemporaryDirectory() as td:
-            for method, key, name, b, t in todo:
-                q = build_variant(fp32, windows, method, VARIANTS[key], Path(td), b, t)
+            for method, key, name, b, t, cal, a in todo:
+                q = build_variant(fp32, calib[cal], method, VARIANTS[key], Path(td), b, t, a)
                 p = Path(td) / "v.onnx"
                 onnx.save(q, str(p))
                 sv = session(p)
