@@ -175,6 +175,79 @@ def test_verification_separates_speakers_as_fp32_does(home, speakers) -> None:
     assert np.abs(s - scores["campplus"]).max() < MAX_SCORE_CHANGE, np.abs(s - scores["campplus"]).max()
 
 
+@pytest.mark.slow
+def test_equalised_fp32_graph_keeps_its_function_and_evens_the_channels(home, speakers) -> None:
+    """Recipe int8.3: the channel equalisation changes weights, not the FP32 function; it joins
+    each residual stage's block outputs into one group (the identity shortcut), and the head's
+    first ReLU then spreads its range over the channels far more evenly."""
+    import onnxruntime as ort
+
+    fp32 = onnx.load(str(home / "models" / "campplus" / ONNX_FILE))
+    groups = quantize.equalisable_activations(fp32)
+    assert sum(len(members) == 2 for members, _, _ in groups) == 2  # layer1's and layer2's block outputs
+    assert len(groups) > 40  # + the head's 5 inner ReLUs and each CAM gate's
+    windows = quantize.bundled_calibration()
+    eq = quantize.equalise(fp32, windows, alpha=1.0)
+    first = groups[0][0][0]  # the head's first ReLU (head.conv1)
+    feats = Embedder("campplus", vad=_bare())._frontend.features(speakers[0][1][: 4 * SR])
+    outs = {}
+    for name, m in (("fp32", fp32), ("eq", eq)):
+        probe = onnx.ModelProto()
+        probe.CopyFrom(m)
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(first, TensorProto.FLOAT, None))
+        sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        emb = sess.run(None, {"feats": feats[None]})[0][0]
+        top = np.max([sess.run(None, {"feats": w[None]})[1][0].max(axis=(1, 2)) for w in windows], axis=0)
+        outs[name] = (emb, top)
+    a, b = outs["fp32"][0], outs["eq"][0]
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.999999  # same function on other speech
+    # alpha = 1: over the calibration windows every live channel now reaches the same largest value
+    fp32_top, eq_top = outs["fp32"][1], outs["eq"][1]
+    live = fp32_top > 0
+    assert fp32_top[live].max() > 1.5 * fp32_top[live].min()
+    np.testing.assert_allclose(eq_top[live], eq_top[live][0], rtol=1e-3)
+
+
+def _conv_relu_conv(w1: np.ndarray, b1: np.ndarray, w2: np.ndarray):
+    """A 1-D graph x -> Conv(w1, b1) -> Relu -> Conv(w2) -> y."""
+    h = onnx.helper
+    inits = [onnx.numpy_helper.from_array(v.astype(np.float32), n)
+             for n, v in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", np.zeros(w2.shape[0])))]
+    nodes = [h.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="c1"), h.make_node("Relu", ["c1"], ["r"], name="r"),
+             h.make_node("Conv", ["r", "w2", "b2"], ["y"], name="c2")]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, w1.shape[1], None])],
+                     [h.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+
+
+def test_equalise_on_a_small_graph_same_output_equal_ranges_dead_channel_kept() -> None:
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((4, 3, 1)) * np.array([1.0, 10.0, 0.1, 1.0])[:, None, None]
+    b1 = np.array([0.0, 0.0, 0.0, -1e3])  # channel 3 is never positive: a dead channel
+    w2 = rng.standard_normal((2, 4, 1))
+    model = _conv_relu_conv(w1, b1, w2)
+    x = rng.standard_normal((1, 3, 50)).astype(np.float32)
+    assert quantize.equalisable_activations(model) == [(["r"], ["c1"], ["c2"])]
+    eq = quantize.equalise(model, [x[0]], alpha=1.0, input_name="x")  # windows: model inputs without the batch
+
+    def run(m, out="y"):
+        probe = onnx.ModelProto()
+        probe.CopyFrom(m)
+        if out != "y":
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+        return ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    np.testing.assert_allclose(run(eq)[0], run(model)[0], rtol=1e-5, atol=1e-5)
+    live = run(eq, "r")[1][0].max(axis=1)[:3]
+    np.testing.assert_allclose(live, live[0], rtol=1e-5)  # alpha = 1: every live channel's range the same
+    new_w1 = onnx.numpy_helper.to_array(next(i for i in eq.graph.initializer if i.name == "w1"))
+    np.testing.assert_allclose(new_w1[3], w1[3], rtol=1e-6)  # the dead channel is left as it was
+    with pytest.raises(ConfigError, match="alpha"):
+        quantize.quantise(model, [x[0]], input_name="x", alpha=1.5)
+
+
 # --- calibration and errors -----------------------------------------------------------------------
 
 
