@@ -322,23 +322,24 @@ class Embedder:
     ) -> tuple[str, list[np.ndarray], list[float], int, int, tuple[str, ...]]:
         """``fn`` of each speech window: (name, outputs, weights, samples read, speech samples,
         warnings)."""
-        warnings: list[str] = []
-        blocks, name = self._blocks(source, sample_rate_hz, warnings)
-        try:
-            outs, weights, total, speech, sumsq = self._windows_of(blocks, fn, self._vad)
-            short = self._check_speech(speech, total, sumsq)
-            if short is not None:
-                warnings.append(short)
-                if self._vad is not None and self.vad_options.short_speech == "whole":
-                    blocks, _ = self._blocks(source, sample_rate_hz, [])  # decoded again, VAD off
-                    outs, weights, total, _, _ = self._windows_of(blocks, fn, None)
-            if not outs:
-                raise NoSpeechError("nothing to embed")
-        except NoSpeechError as exc:  # say which clip; keep the type (TooShortError...)
-            if name in str(exc):
-                raise
-            raise type(exc)(f"{name}: {exc}") from None
-        return name, outs, weights, total, speech, tuple(warnings)
+        with one_blas_thread():  # small products: a second BLAS thread only spins (speakerid._threads)
+            warnings: list[str] = []
+            blocks, name = self._blocks(source, sample_rate_hz, warnings)
+            try:
+                outs, weights, total, speech, sumsq = self._windows_of(blocks, fn, self._vad)
+                short = self._check_speech(speech, total, sumsq)
+                if short is not None:
+                    warnings.append(short)
+                    if self._vad is not None and self.vad_options.short_speech == "whole":
+                        blocks, _ = self._blocks(source, sample_rate_hz, [])  # decoded again, VAD off
+                        outs, weights, total, _, _ = self._windows_of(blocks, fn, None)
+                if not outs:
+                    raise NoSpeechError("nothing to embed")
+            except NoSpeechError as exc:  # say which clip; keep the type (TooShortError...)
+                if name in str(exc):
+                    raise
+                raise type(exc)(f"{name}: {exc}") from None
+            return name, outs, weights, total, speech, tuple(warnings)
 
     def _check_speech(self, speech: int, total: int, sumsq: float) -> str | None:
         """None when ``speech`` samples are enough; the ``too_short`` warning when the options

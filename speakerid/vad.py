@@ -55,6 +55,7 @@ import numpy as np
 
 from ._io import SHARED_FILE, write_bytes
 from ._scratch import FFT_OUT as _FFT_OUT, Scratch as _Scratch, fresh
+from ._threads import one_blas_thread
 from .config import VadOptions
 from .errors import ConfigError, InvalidAudioError, ModelError, NoSpeechError, TooShortError
 
@@ -386,7 +387,8 @@ class _SplitSequence:
         return self._whole.get_inputs()
 
     def run(self, names: Any, feeds: dict[str, np.ndarray]) -> Any:
-        encoded = self._encoder(_stft_magnitude(feeds["input"], self._scratch), self._scratch)
+        with one_blas_thread():  # the encoder's products are small: a second BLAS thread only spins
+            encoded = self._encoder(_stft_magnitude(feeds["input"], self._scratch), self._scratch)
         return self._tail.run(names, {self._tail_input: encoded, "h": feeds["h"], "c": feeds["c"]})
 
 

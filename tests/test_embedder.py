@@ -334,3 +334,77 @@ def test_errors_are_speakerid_errors(campplus, tmp_path) -> None:
     for src in [tmp_path / "missing.wav", d]:
         with pytest.raises(SpeakeridError):
             campplus.embed(src)
+
+
+# --- numpy's BLAS in the front end -------------------------------------------------
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas" and "numpy" in d["filepath"]]
+
+
+def test_front_end_runs_numpy_blas_on_one_thread_and_restores_it(campplus, long_clip, monkeypatch) -> None:
+    """The fbank's and the VAD encoder's products are small: with BLAS on 2 threads the spare
+    thread spins, and when the other core is busy the VAD of a 10 s clip took 15x as long
+    (speakerid._threads). Inside an embed the front end runs on one BLAS thread; after it BLAS
+    is as it was."""
+    from speakerid import vad as vad_mod
+
+    before = _blas_threads()
+    assert before, "threadpoolctl sees no BLAS of numpy's"
+    seen: list[list[int]] = []
+    fe = campplus._frontend
+    features = fe.features
+    monkeypatch.setattr(fe, "features", lambda x: (seen.append(_blas_threads()), features(x))[1])
+    encoder_call = vad_mod._Encoder.__call__
+    monkeypatch.setattr(vad_mod._Encoder, "__call__",
+                        lambda self, *a, **kw: (seen.append(_blas_threads()), encoder_call(self, *a, **kw))[1])
+    campplus.embed(long_clip, SR)
+    assert len(seen) >= 2 and all(t == [1] * len(before) for t in seen), seen
+    assert _blas_threads() == before
+    seen.clear()
+    campplus.vad.keep_speech(long_clip)  # the VAD on its own too
+    assert seen and all(t == [1] * len(before) for t in seen), seen
+    assert _blas_threads() == before
+
+
+def test_one_blas_thread_overlapping_blocks_in_any_order_restore_the_original() -> None:
+    """Two threads' blocks overlap and the first one in leaves first: the limit holds until the
+    last one leaves, which restores the original (a per-block save/restore would leave 1)."""
+    import threading
+
+    from speakerid._threads import one_blas_thread
+
+    before = _blas_threads()
+    if before == [1] * len(before):  # make a limit observable on a 1-core machine
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=2, user_api="blas"):
+            return test_one_blas_thread_overlapping_blocks_in_any_order_restore_the_original()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, list[int]] = {}
+
+    def a() -> None:
+        with one_blas_thread():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def b() -> None:
+        a_in.wait(5)
+        with one_blas_thread():
+            b_in.set()
+            a_out.wait(5)
+            seen["b after a left"] = _blas_threads()
+        seen["after both"] = _blas_threads()
+
+    ts = [threading.Thread(target=f) for f in (a, b)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    assert seen == {"b after a left": [1] * len(before), "after both": before}
+    with one_blas_thread(active=False):
+        assert _blas_threads() == before
