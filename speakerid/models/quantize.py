@@ -35,8 +35,9 @@ s_i in its producer conv, input channel i of its consumer convs multiplied by s_
 function is unchanged), with s_i from the channel's range on the calibration windows and its
 consumers' weight range (SmoothQuant's balance, ``alpha`` = EQUALISE_ALPHA). A residual stage's
 block outputs share one scale (the identity shortcut adds them). Same graph and speed as int8.2;
-mean cosine to FP32 on 16 babble-0 dB queries 0.9906 -> 0.9926, far field 0.9952 -> 0.9965 (AVX-512
-VNNI, BENCHMARKS.md "INT8 CAM++").
+mean cosine to FP32 on 16 babble-0 dB queries 0.9906 -> 0.9926, far field 0.9952 -> 0.9965; EER
+change over 8 seeds, babble 0 dB +0.59 -> +0.51 points, babble 5 dB +0.18 -> +0.02, cross +0.32 ->
+-0.03 (AVX-512 VNNI, BENCHMARKS.md "INT8 CAM++").
 
 Calibration data. The user's machine has no dataset, so the default is a small bundled set of
 model inputs (``data/campplus_int8_calibration.npz``: mean-normalised 80-bin fbank, float16, of

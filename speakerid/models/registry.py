@@ -135,9 +135,10 @@ BUILTIN: dict[str, BuiltinModel] = {
 #: FP32 CAM++ on every CPU kind, campplus-int8 on none (BENCHMARKS.md "INT8 CAM++"):
 #: - on every CPU kind measured the static INT8 graph moved the EER by more than 0.05 points on
 #:   about half of the 14 dev conditions; recipe int8.2 over 8 seeds (1,880 target trials each):
-#:   worse by up to +0.59 points on babble at 0 dB and +0.33 on cross (AVX-512 VNNI);
+#:   worse by up to +0.59 points on babble at 0 dB and +0.33 on cross (AVX-512 VNNI); int8.3
+#:   (channels equalised) is closer on every row re-run but still +0.51 on babble at 0 dB;
 #: - its speed on 1 thread met the 1.8x goal only on AVX-512 VNNI without AMX (AMD EPYC Zen 5,
-#:   int8.2: 1.91-1.97x); int8.1 with converter 1 measured 1.20x on the AMX Xeon and 1.27x on the
+#:   int8.2: 1.91-1.97x; Zen 4, int8.2 and int8.3: 2.0-2.2x); int8.1 with converter 1 measured 1.20x on the AMX Xeon and 1.27x on the
 #:   AVX2-only EPYC (7-bit weights there, speakerid.models.cpu);
 #: - keeping the head's first stage in FP32 too stays within one trial of FP32 on every condition
 #:   but runs at 1.46-1.49x.
