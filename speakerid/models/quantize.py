@@ -167,10 +167,11 @@ def equalisable_activations(model) -> list[tuple[list[str], list[str], list[str]
 
     outputs = {o.name for o in model.graph.output}
 
-    def plain_conv(n, bias: bool = False) -> bool:
-        group = next((a.i for a in n.attribute if a.name == "group"), 1)
-        return n.op_type == "Conv" and group == 1 and len(n.input) >= 2 and n.input[1] in init \
-            and (not bias or (len(n.input) >= 3 and n.input[2] in init))
+    def plain_conv(n, bias: bool = False) -> bool:  # its own weights (and bias): rescaling touches no other node
+        if n.op_type != "Conv" or next((a.i for a in n.attribute if a.name == "group"), 1) != 1 \
+                or len(n.input) < (3 if bias else 2):
+            return False
+        return all(t in init and len(readers.get(t, [])) == 1 for t in n.input[1 : 3 if bias else 2])
 
     def sole_conv(t: str):  # the Conv (with a bias) producing t, if t is read only once
         p = producer.get(t)
