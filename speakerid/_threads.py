@@ -12,9 +12,10 @@ and is restored afterwards.
 
 The Embedder's own front end (decode, VAD, fbank) also runs under that limit: its products are
 too small to gain from a second thread, and when the other core is busy (another process, or
-ONNX Runtime's workers) the spinning BLAS threads wait for it. On a 2-core AVX-512 EPYC with both
-cores busy, the gated VAD of a 10 s clip took 121 ms with BLAS on 2 threads and 7.9 ms on one
-(median of 20; the whole embed 314 against 217 ms).
+ONNX Runtime's workers) the spinning BLAS threads wait for it. On a 2-core AVX-512 EPYC (Zen 4)
+with both cores busy, a whole embed of a 10 s clip took 290-351 ms with BLAS on 2 threads and
+187-226 ms on one, its VAD 20-121 against 7.4-16.6 ms (medians of 20); with the other core idle,
+the embed's CPU time was 1.83-1.99x the bare model's against 1.03-1.09x (BENCHMARKS.md, Stop 22).
 
 The limit is counted: the first of any number of concurrent blocks sets it, the last one out
 restores what was there before (threads entering and leaving in any order never leave the process

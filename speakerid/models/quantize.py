@@ -180,6 +180,7 @@ def equalisable_activations(model) -> list[tuple[list[str], list[str], list[str]
 
     relu_out = {n.output[0] for n in model.graph.node if n.op_type == "Relu"}
     info: dict[str, tuple[list, list]] = {}  # tensor -> (producer convs, linked tensors), if it qualifies
+    joined: dict[str, str] = {}  # the output of an Add of a qualifying Relu -> that Relu's output
     for n in model.graph.node:
         if n.op_type != "Relu" or n.output[0] in outputs:
             continue
@@ -198,15 +199,15 @@ def equalisable_activations(model) -> list[tuple[list[str], list[str], list[str]
                     break
             else:
                 info[n.output[0]] = (convs, linked)
+                joined[p.output[0]] = n.output[0]
     consumers: dict[str, list] = {}
     for t in list(info):
         cs = []
         for r in readers.get(t, []):
             if plain_conv(r) and r.input[0] == t:
                 cs.append(r)
-            elif not (r.op_type == "Add" and any(t in info.get(o, ([], []))[1] for n2 in readers.get(r.output[0], [])
-                                                 for o in n2.output)):
-                break
+            elif r.output[0] not in joined or t not in info[joined[r.output[0]]][1]:
+                break  # read by something other than a conv or the Add of a residual join
         else:
             if cs or readers.get(t):
                 consumers[t] = cs
