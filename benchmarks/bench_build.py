@@ -295,7 +295,12 @@ def main() -> None:
         corpus, n_files, audio_s = make_corpus(work / "corpus")
         files = sorted(p for p in corpus.rglob("*.flac"))
         print(f"corpus: {n_files} files, {audio_s / 60:.1f} min of audio", file=sys.stderr)
+        # twice: the first pass pays one-off costs (a fresh ORT session growing its arena for each
+        # new input length, first-touch page faults of the front end's buffers) that a build's
+        # workers pay once in 251 files; the second pass is what the accounting uses
+        first_pass = stage_profile(files[: args.profile_files])
         profile = stage_profile(files[: args.profile_files])
+        profile["first_pass_cpu_ms_per_audio_s"] = first_pass["cpu_ms_per_audio_s"]
         print(f"stages (CPU ms per audio s): {profile['cpu_ms_per_audio_s']}", file=sys.stderr)
         runs = []
         configs = [(t, enc, w) for t in ort_threads for enc in encoders for w in workers]
@@ -435,6 +440,10 @@ def markdown(r: dict) -> str:
         f"| {ms['hash']} | {ms['decode']} | {ms['vad']} | {ms['fbank']} | {ms['encoder']} | "
         f"{ms.get('bare_model', '-')} | {p['total_ms_per_audio_s']} |",
         "",
+        *([f"The second of two passes over the same files (the accounting's); the first, paying one-off "
+           f"costs (a fresh ORT session's arena, first-touch page faults): "
+           f"{', '.join(f'{k} {v}' for k, v in p['first_pass_cpu_ms_per_audio_s'].items())}.", ""]
+          if "first_pass_cpu_ms_per_audio_s" in p else []),
         f"* All the work costs {p['total_ms_per_audio_s']} CPU ms per audio second, so {r['machine']['cpus']} "
         f"cores can reach at most ~{p['bound_2_cores_x']}x real time; the CAM++ encoder alone is "
         f"{ms['encoder'] / p['total_ms_per_audio_s']:.0%} of it.",
