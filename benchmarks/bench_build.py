@@ -342,13 +342,12 @@ def main() -> None:
                       f"{after / before:.3f}", file=sys.stderr, flush=True)
         for (t, enc, w), reps in results.items():
             best = max(reps, key=lambda r: r["x_real_time"])
+            steady = [r["share_of_ceiling"] for r in reps if not r["drifted"]]
             runs.append({"ort_threads": t, "encoder": enc, "workers": w, "best": best,
                          "median_x_real_time": round(statistics.median(r["x_real_time"] for r in reps), 2),
                          "median_ceiling_x": round(statistics.median(r["ceiling_x"] for r in reps), 2),
                          "median_share_of_ceiling": round(statistics.median(r["share_of_ceiling"] for r in reps), 4),
-                         "median_share_of_ceiling_steady": (
-                             round(statistics.median(steady), 4)
-                             if (steady := [r["share_of_ceiling"] for r in reps if not r["drifted"]]) else None),
+                         "median_share_of_ceiling_steady": round(statistics.median(steady), 4) if steady else None,
                          "runs": reps})
             print(f"encoder threads {t} in {enc}, workers {w}: best {best['x_real_time']}x real time, "
                   f"{best['files_per_s']} files/s, our CPU {best['own_cpu_cores']} cores, "
