@@ -28,20 +28,24 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_build import DATA, BareModel, bare_model_ms, side_by_side_ms, wait_until_idle  # noqa: E402
+from bench_build import (  # noqa: E402
+    DATA,
+    BareModel,
+    bare_model_ms,
+    front_end_stages,
+    side_by_side_ms,
+    wait_until_idle,
+)
 
-from speakerid import audio as audio_mod  # noqa: E402
 from speakerid.config import EmbedOptions  # noqa: E402
 from speakerid.embedder import Embedder  # noqa: E402
 from speakerid.features import front_end_for  # noqa: E402
@@ -52,19 +56,9 @@ GOAL_SHARE = 0.9
 
 def front_end_ms(files: list[Path], emb: Embedder, frontend) -> dict[str, float]:
     """CPU ms per audio second of each front-end stage on ``files``, one after the other on this
-    thread (as bench_build's stage profile times them)."""
+    thread, as bench_build's stage profile times them."""
     out: dict[str, float] = {}
-
-    def timed(name: str, fn, xs):
-        t = time.thread_time()
-        ys = [fn(x) for x in xs]
-        out[name] = time.thread_time() - t
-        return ys
-
-    timed("hash", lambda p: hashlib.sha256(p.read_bytes()).hexdigest(), files)
-    wavs = timed("decode", audio_mod.load, files)
-    speech = timed("vad", emb.vad.keep_speech, wavs)
-    timed("fbank", frontend.features, speech)
+    wavs = front_end_stages(files, emb.vad, frontend, out)
     audio_s = sum(len(w) for w in wavs) / 16000
     ms = {k: 1000 * v / audio_s for k, v in out.items()}
     ms["total"] = sum(ms.values())

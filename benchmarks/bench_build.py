@@ -113,6 +113,24 @@ def make_corpus(root: Path) -> tuple[Path, int, float]:
     return root, len(rows), sum(float(r["duration_s"]) for r in rows)
 
 
+def timed(out: dict[str, float], name: str, fn, xs) -> list:
+    """``[fn(x) for x in xs]``, its CPU time on this thread stored as ``out[name]`` (s)."""
+    t = time.thread_time()
+    ys = [fn(x) for x in xs]
+    out[name] = time.thread_time() - t
+    return ys
+
+
+def front_end_stages(files: list[Path], vad, frontend, out: dict[str, float]) -> list:
+    """Time the indexer's front end on ``files``, stage after stage on this thread, into ``out``
+    (CPU s: hash, decode, vad, fbank); returns the decoded clips."""
+    timed(out, "hash", lambda p: hashlib.sha256(p.read_bytes()).hexdigest(), files)
+    wavs = timed(out, "decode", audio_mod.load, files)
+    speech = timed(out, "vad", vad.keep_speech, wavs)
+    timed(out, "fbank", frontend.features, speech)
+    return wavs
+
+
 def stage_profile(files: list[Path]) -> dict:
     """CPU ms per second of audio of each stage, run one after the other on this thread.
 
@@ -126,21 +144,11 @@ def stage_profile(files: list[Path]) -> dict:
     assert vad is not None
     frontend = front_end_for(spec, model_dir)
     out: dict[str, float] = {}
-
-    def timed(name: str, fn, xs):
-        t = time.thread_time()
-        ys = [fn(x) for x in xs]
-        out[name] = time.thread_time() - t
-        return ys
-
-    timed("hash", lambda p: hashlib.sha256(p.read_bytes()).hexdigest(), files)
-    wavs = timed("decode", audio_mod.load, files)
-    speech = timed("vad", vad.keep_speech, wavs)
-    timed("fbank", frontend.features, speech)
+    wavs = front_end_stages(files, vad, frontend, out)
     prepared = [emb.prepare(f) for f in files]  # untimed: the encoder's input
-    timed("encoder", lambda p: emb.encode([p]), prepared)
+    timed(out, "encoder", lambda p: emb.encode([p]), prepared)
     bare = BareModel()
-    timed("bare_model", bare, prepared)
+    timed(out, "bare_model", bare, prepared)
     audio_s = sum(len(w) for w in wavs) / 16000
     ms = {k: round(1000 * v / audio_s, 3) for k, v in out.items()}
     prep = sum(v for k, v in ms.items() if k not in ("encoder", "bare_model"))
